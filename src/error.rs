@@ -1,0 +1,302 @@
+//! The error type: which step failed, for which target, and whether the
+//! target had already been replaced.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A step of the replace protocol, as named in errors.
+///
+/// The steps before [`Step::Rename`] leave the target untouched when they fail;
+/// [`Step::SyncParent`] and [`Step::RemoveTempLink`] fail after the new content
+/// is in place (see [`Error::target_replaced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Opening the directory that holds the target.
+    OpenParent,
+    /// Looking at the existing target (`fstatat`).
+    InspectTarget,
+    /// Reading a symlink at the target while following it.
+    ResolveSymlink,
+    /// Creating the temporary file beside the target.
+    CreateTemp,
+    /// Writing the new content into the temporary file.
+    Write,
+    /// Giving the temporary file the target's owner.
+    SetOwner,
+    /// Giving the temporary file its final permission bits.
+    SetMode,
+    /// Flushing the temporary file to disk (`fsync`).
+    SyncTemp,
+    /// Renaming (or, for `create_new`, linking) the temporary file onto the target.
+    Rename,
+    /// Flushing the directory so the rename itself is durable.
+    SyncParent,
+    /// Removing the temporary name after it was linked onto the target
+    /// (`create_new` fallback where `RENAME_NOREPLACE` is unsupported).
+    RemoveTempLink,
+    /// Removing the temporary file after a failure or a discard.
+    RemoveTemp,
+}
+
+impl Step {
+    /// Whether a failure at this step happens after the target was replaced.
+    fn after_publish(self) -> bool {
+        matches!(self, Step::SyncParent | Step::RemoveTempLink)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Step::OpenParent => "open the parent directory",
+            Step::InspectTarget => "inspect the existing file",
+            Step::ResolveSymlink => "read the symlink",
+            Step::CreateTemp => "create the temporary file",
+            Step::Write => "write the temporary file",
+            Step::SetOwner => "set the owner of the temporary file",
+            Step::SetMode => "set the permissions of the temporary file",
+            Step::SyncTemp => "fsync the temporary file",
+            Step::Rename => "rename the temporary file over the target",
+            Step::SyncParent => "fsync the parent directory",
+            Step::RemoveTempLink => "remove the temporary name after linking",
+            Step::RemoveTemp => "remove the temporary file",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Why a path cannot be replaced, found before any file was created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// The path is empty.
+    Empty,
+    /// The path has no file name: `/`, `..`, `a/.` or a trailing slash.
+    NoFileName,
+    /// The target is a directory.
+    IsDirectory,
+    /// The target is a FIFO, socket or device, which cannot be replaced by a file.
+    NotRegularFile,
+}
+
+impl InvalidReason {
+    fn kind(self) -> io::ErrorKind {
+        match self {
+            InvalidReason::Empty | InvalidReason::NoFileName => io::ErrorKind::InvalidInput,
+            InvalidReason::IsDirectory => io::ErrorKind::IsADirectory,
+            InvalidReason::NotRegularFile => io::ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl fmt::Display for InvalidReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidReason::Empty => "the path is empty",
+            InvalidReason::NoFileName => "the path does not end in a file name",
+            InvalidReason::IsDirectory => "it is a directory",
+            InvalidReason::NotRegularFile => "it is not a regular file (FIFO, socket or device)",
+        })
+    }
+}
+
+/// An error from a replace, naming the step and the target.
+///
+/// The OS error, where there is one, is the [`source`](std::error::Error::source),
+/// not repeated in the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed at `step`.
+    #[error("failed to {step} for {}{}{}", target.display(), replaced_note(*step), temp_note(temp_left.as_deref()))]
+    Io {
+        /// The protocol step that failed.
+        step: Step,
+        /// The path the caller asked to replace.
+        target: PathBuf,
+        /// A temporary file that could not be removed after the failure.
+        temp_left: Option<PathBuf>,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The target cannot be replaced; nothing was created or changed.
+    #[error("cannot replace {}: {reason}", target.display())]
+    InvalidTarget {
+        /// The path the caller asked to replace.
+        target: PathBuf,
+        /// What is wrong with it.
+        reason: InvalidReason,
+    },
+    /// `create_new` was set and the target already exists; nothing was changed.
+    #[error("cannot create {}: it already exists", target.display())]
+    AlreadyExists {
+        /// The path the caller asked to create.
+        target: PathBuf,
+    },
+}
+
+fn replaced_note(step: Step) -> &'static str {
+    if step.after_publish() {
+        " (the new content is in place, but its durability is unknown)"
+    } else {
+        ""
+    }
+}
+
+struct TempNote<'a>(Option<&'a Path>);
+
+impl fmt::Display for TempNote<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, " (temporary file {} was left behind)", p.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn temp_note(temp: Option<&Path>) -> TempNote<'_> {
+    TempNote(temp)
+}
+
+impl Error {
+    /// The protocol step that failed, or `None` when the target was refused
+    /// before any step ran.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Error::Io { step, .. } => Some(*step),
+            Error::InvalidTarget { .. } => None,
+            Error::AlreadyExists { .. } => Some(Step::Rename),
+        }
+    }
+
+    /// The path the caller asked to replace.
+    pub fn target(&self) -> &Path {
+        match self {
+            Error::Io { target, .. }
+            | Error::InvalidTarget { target, .. }
+            | Error::AlreadyExists { target } => target,
+        }
+    }
+
+    /// True only when the new content is already in place: the rename
+    /// succeeded, and a later step (the directory fsync) failed, so the
+    /// replace may not survive a power cut.
+    pub fn target_replaced(&self) -> bool {
+        matches!(self, Error::Io { step, .. } if step.after_publish())
+    }
+
+    /// A temporary file that was left behind because removing it failed too.
+    pub fn temp_left(&self) -> Option<&Path> {
+        match self {
+            Error::Io { temp_left, .. } => temp_left.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The [`io::ErrorKind`] this error converts to.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io { source, .. } => source.kind(),
+            Error::InvalidTarget { reason, .. } => reason.kind(),
+            Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+        }
+    }
+
+    /// The OS error number, if a system call failed.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(step: Step, target: &Path, source: io::Error) -> Error {
+        Error::Io {
+            step,
+            target: target.to_path_buf(),
+            temp_left: None,
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(target: &Path, reason: InvalidReason) -> Error {
+        Error::InvalidTarget {
+            target: target.to_path_buf(),
+            reason,
+        }
+    }
+
+    pub(crate) fn with_temp_left(mut self, temp: PathBuf) -> Error {
+        if let Error::Io { temp_left, .. } = &mut self {
+            *temp_left = Some(temp);
+        }
+        self
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps [`Error::kind`], so `?` works in `io::Result` code; the whole
+    /// error stays reachable through `get_ref()` and `source()`.
+    fn from(e: Error) -> io::Error {
+        io::Error::new(e.kind(), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn display_names_step_and_target_but_not_the_os_error() {
+        let e = Error::io(
+            Step::SyncTemp,
+            Path::new("/d/x"),
+            io::Error::from_raw_os_error(5),
+        );
+        let text = e.to_string();
+        assert_eq!(text, "failed to fsync the temporary file for /d/x");
+        assert!(!e.target_replaced());
+        assert_eq!(e.source().unwrap().raw_os_error(), Some(5));
+    }
+
+    #[test]
+    fn directory_sync_failure_says_replaced() {
+        let e = Error::io(
+            Step::SyncParent,
+            Path::new("a"),
+            io::Error::from_raw_os_error(5),
+        );
+        assert!(e.target_replaced());
+        assert!(e.to_string().contains("new content is in place"));
+    }
+
+    #[test]
+    fn temp_left_is_reported() {
+        let e = Error::io(
+            Step::Write,
+            Path::new("a"),
+            io::Error::from_raw_os_error(28),
+        )
+        .with_temp_left(PathBuf::from(".a.x.tmp"));
+        assert_eq!(e.temp_left(), Some(Path::new(".a.x.tmp")));
+        assert!(
+            e.to_string()
+                .ends_with("(temporary file .a.x.tmp was left behind)")
+        );
+    }
+
+    #[test]
+    fn conversion_keeps_kind() {
+        let e = Error::AlreadyExists { target: "a".into() };
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::AlreadyExists);
+        let e = Error::invalid(Path::new("d"), InvalidReason::IsDirectory);
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::IsADirectory);
+    }
+}

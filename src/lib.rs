@@ -1,0 +1,132 @@
+//! Replace files atomically and durably.
+//!
+//! `crashsafe::write(path, bytes)` is a drop-in for [`std::fs::write`] that
+//! never leaves a torn, empty or missing file behind, whatever moment the
+//! process dies or the power fails. [`AtomicFile`] does the same for content
+//! written in pieces, and [`Options`] sets durability, mode, owner, symlink
+//! and no-clobber behaviour.
+//!
+//! # Example
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("config.toml");
+//! crashsafe::write(&path, "answer = 42\n")?;
+//! assert_eq!(std::fs::read_to_string(&path).unwrap(), "answer = 42\n");
+//! # Ok::<(), crashsafe::Error>(())
+//! ```
+//!
+//! # Guarantees
+//!
+//! On filesystems that honour `fsync` (ext4, XFS, btrfs, tmpfs; see
+//! Limitations):
+//!
+//! - **After `Ok`** with the default [`Durability::Durable`], the target holds
+//!   exactly the new bytes, with the kept (or chosen) mode and owner, and this
+//!   survives a power cut.
+//! - **After a crash at any moment**, the target holds either its complete old
+//!   content and metadata (or is absent, if it was absent) or the complete new
+//!   content and metadata. Never empty, short, zero-filled or a mix. A stray
+//!   hidden temp file `.name.RANDOM.tmp` may remain beside it.
+//! - **After an `Err`** with [`Error::target_replaced`] false, the target is
+//!   unchanged and the temp file was removed (unless [`Error::temp_left`]
+//!   names it, because removing it failed too). With `target_replaced()` true
+//!   the new content is in place but its durability is unknown (the directory
+//!   fsync failed).
+//! - With [`Durability::Consistent`] the directory fsync is skipped: after a
+//!   crash the target is still old or new, but an `Ok` replace may roll back.
+//!
+//! These are checked by running this crate's protocol code against an
+//! in-memory filesystem that models what a power cut may keep, at every crash
+//! point (see `DESIGN.md`), and by tests on real filesystems.
+//!
+//! # How it works
+//!
+//! ```text
+//! 1. open(parent, O_DIRECTORY)     every later call is relative to this fd;
+//!                                  a symlink at the target is resolved first
+//! 2. fstatat(parent, name)         refuse directories and special files;
+//!                                  remember mode and owner
+//! 3. openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, 0600)
+//! 4. pwrite ...                    the caller's bytes
+//! 5. fchown, fchmod                owner first (it clears setuid), then mode
+//! 6. fsync(temp)                   data and metadata on disk before the switch
+//! 7. renameat(temp -> name)        the atomic switch; RENAME_NOREPLACE for create_new
+//! 8. fsync(parent)                 the switch itself on disk
+//! ```
+//!
+//! # Limitations
+//!
+//! - **Network and user-space filesystems** (NFS, SMB, FUSE, vboxsf) may not
+//!   honour `fsync` or rename atomically across clients; no durability is
+//!   claimed there.
+//! - **Hard links break**: the target gets a new inode, so other names of the
+//!   old file keep the old content.
+//! - **Concurrent writers**: each writer has its own temp and the last rename
+//!   wins; nothing is torn, but serialising writers needs a lock.
+//! - **Mode and owner** are read when the replace starts, not at commit.
+//!   Extended attributes and ACLs are not copied.
+//! - **Owner** is kept only when permitted: a process that is not root cannot
+//!   give a file to another user, and that `EPERM` is ignored.
+//! - `close` is not checked (rustix offers no checked close); the `fsync`
+//!   before it reports the errors a local filesystem can give.
+//! - **Platforms**: tested on Linux. Other Unix systems compile (Apple uses
+//!   `F_FULLFSYNC`); elsewhere every call returns
+//!   [`std::io::ErrorKind::Unsupported`].
+//!
+//! # Errors
+//!
+//! Every [`Error`] names the [`Step`] that failed and the target path. What
+//! the target holds after each kind of error:
+//!
+//! | step | target after the error |
+//! |---|---|
+//! | none ([`Error::InvalidTarget`]) | unchanged; nothing was created |
+//! | [`Step::OpenParent`] .. [`Step::CreateTemp`] | unchanged; nothing was created |
+//! | [`Step::Write`] .. [`Step::Rename`] | unchanged; temp removed |
+//! | [`Step::SyncParent`], [`Step::RemoveTempLink`] | **replaced**, durability unknown |
+//! | [`Step::RemoveTemp`] (discard) | unchanged; the temp named by [`Error::temp_left`] remains |
+//!
+//! `Error` converts into [`std::io::Error`] keeping its kind (`NotFound` for
+//! a missing parent, `AlreadyExists` for `create_new`, ...).
+//!
+//! # Cargo features
+//!
+//! - `sim`: exposes the crash simulator for fuzzing and downstream tests.
+
+mod error;
+mod file;
+mod options;
+mod protocol;
+mod sys;
+mod target;
+mod temp_name;
+
+use std::path::Path;
+
+pub use error::{Error, InvalidReason, Step};
+pub use file::AtomicFile;
+pub use options::{Durability, Options};
+
+/// Replaces `path` with `contents`, atomically and durably, keeping the
+/// existing file's mode and owner and following a symlink at `path`.
+///
+/// This is `Options::new().write(path, contents)`.
+///
+/// # Errors
+/// See [`Error`]; the target is unchanged unless [`Error::target_replaced`].
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("state.json");
+/// crashsafe::write(&path, br#"{"level": 3}"#)?;
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(path: P, contents: C) -> Result<(), Error> {
+    Options::new().write(path, contents)
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

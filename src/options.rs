@@ -1,0 +1,130 @@
+//! [`Options`]: how a replace behaves.
+
+use std::path::Path;
+
+use crate::error::Error;
+use crate::file::AtomicFile;
+use crate::protocol::Replace;
+use crate::sys::RealSys;
+
+/// How far a successful replace is guaranteed to survive a power cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// fsync the file, rename, then fsync the directory. After `Ok` the new
+    /// content survives a power cut. The default.
+    #[default]
+    Durable,
+    /// fsync the file and rename, but skip the directory fsync. After a crash
+    /// the target is still the old or the new version, never torn, but a
+    /// replace that returned `Ok` may roll back to the old version.
+    Consistent,
+}
+
+/// Options for a replace; [`Options::new`] gives the defaults.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("settings.json");
+/// use crashsafe::{Durability, Options};
+///
+/// Options::new()
+///     .durability(Durability::Consistent)
+///     .mode(0o600)
+///     .write(&path, b"{}")?;
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) mode: Option<u32>,
+    pub(crate) preserve_owner: bool,
+    pub(crate) follow_symlinks: bool,
+    pub(crate) create_new: bool,
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) broken: Option<crate::protocol::Broken>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// The defaults: [`Durability::Durable`], the existing file's mode and
+    /// owner kept, symlinks followed, an existing target replaced.
+    pub fn new() -> Options {
+        Options {
+            durability: Durability::Durable,
+            mode: None,
+            preserve_owner: true,
+            follow_symlinks: true,
+            create_new: false,
+            #[cfg(any(test, feature = "sim"))]
+            broken: None,
+        }
+    }
+
+    /// How far an `Ok` is guaranteed to survive a power cut. Default:
+    /// [`Durability::Durable`].
+    pub fn durability(&mut self, level: Durability) -> &mut Options {
+        self.durability = level;
+        self
+    }
+
+    /// The permission bits of the result (e.g. `0o640`), with the process
+    /// umask applied as with std's `OpenOptionsExt::mode`. Overrides keeping
+    /// the existing file's mode.
+    pub fn mode(&mut self, mode: u32) -> &mut Options {
+        self.mode = Some(mode & 0o7777);
+        self
+    }
+
+    /// Give the new file the existing file's owner and group. Default `true`.
+    ///
+    /// Best effort: a process that is not root can only give a file away to
+    /// its own user and groups, so an `EPERM` from `fchown` is ignored unless
+    /// running as root.
+    pub fn preserve_owner(&mut self, yes: bool) -> &mut Options {
+        self.preserve_owner = yes;
+        self
+    }
+
+    /// With `true` (the default), a symlink at the target is followed (chains
+    /// and relative links included) and the file it points to is replaced in
+    /// its own directory; the link stays. With `false`, the link itself is
+    /// replaced by a regular file.
+    pub fn follow_symlinks(&mut self, yes: bool) -> &mut Options {
+        self.follow_symlinks = yes;
+        self
+    }
+
+    /// With `true`, fail with [`Error::AlreadyExists`] (kind `AlreadyExists`)
+    /// if the target exists, decided atomically at the rename. Default `false`.
+    pub fn create_new(&mut self, yes: bool) -> &mut Options {
+        self.create_new = yes;
+        self
+    }
+
+    /// Starts a streaming replace of `path`: write into the returned
+    /// [`AtomicFile`], then [`commit`](AtomicFile::commit) it.
+    ///
+    /// # Errors
+    /// The path names no file, the parent directory cannot be opened, the
+    /// target is a directory, FIFO, socket or device, `create_new` is set and
+    /// the target exists, or the temporary file cannot be created.
+    pub fn open<P: AsRef<Path>>(&self, path: P) -> Result<AtomicFile, Error> {
+        Replace::open(RealSys, path.as_ref(), self).map(AtomicFile::new)
+    }
+
+    /// Replaces `path` with `contents` in one call.
+    ///
+    /// # Errors
+    /// As [`Options::open`], then any failure while writing, syncing or
+    /// renaming; see [`Error`]. The target is unchanged unless
+    /// [`Error::target_replaced`] says otherwise.
+    pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(&self, path: P, contents: C) -> Result<(), Error> {
+        Replace::open(RealSys, path.as_ref(), self)?.write_all_and_commit(contents.as_ref())
+    }
+}

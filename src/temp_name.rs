@@ -1,0 +1,106 @@
+//! Temporary file names: `.{name}.{random}.tmp`, hidden, recognisable, and at
+//! most 255 bytes. The target's name is shortened inside the temp name if
+//! needed; the target itself is never renamed to anything but its own name.
+
+use std::ffi::{OsStr, OsString};
+
+/// How many names are tried before giving up when each one already exists.
+pub(crate) const RETRIES_MAX: u32 = 64;
+
+/// Characters of randomness in a name (5 bits each: 60 bits).
+pub(crate) const RANDOM_LEN: usize = 12;
+
+/// The longest file name most filesystems accept (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+const SUFFIX: &[u8] = b".tmp";
+const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Builds the temp name for `target_name` from 64 random bits.
+pub(crate) fn temp_name(target_name: &OsStr, random: u64) -> OsString {
+    let name = target_name.as_encoded_bytes();
+    let room = NAME_MAX - (1 + 1 + RANDOM_LEN + SUFFIX.len());
+    let kept = &name[..name.len().min(room)];
+    let mut out = Vec::with_capacity(NAME_MAX);
+    out.push(b'.');
+    out.extend_from_slice(kept);
+    out.push(b'.');
+    let mut bits = random;
+    for _ in 0..RANDOM_LEN {
+        out.push(ALPHABET[(bits & 31) as usize]);
+        bits >>= 5;
+    }
+    out.extend_from_slice(SUFFIX);
+    bytes_to_os(out)
+}
+
+/// True if `name` has the shape of a temp name this library makes.
+// Used by `sweep`; until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn is_temp_name(name: &OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    // "." + at least one byte of the target name + "." + random + ".tmp"
+    let min = 1 + 1 + 1 + RANDOM_LEN + SUFFIX.len();
+    if b.len() < min || b.len() > NAME_MAX || b[0] != b'.' || !b.ends_with(SUFFIX) {
+        return false;
+    }
+    let end = b.len() - SUFFIX.len();
+    let random = &b[end - RANDOM_LEN..end];
+    b[end - RANDOM_LEN - 1] == b'.' && random.iter().all(|c| ALPHABET.contains(c))
+}
+
+#[cfg(unix)]
+fn bytes_to_os(bytes: Vec<u8>) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    OsString::from_vec(bytes)
+}
+
+#[cfg(not(unix))]
+fn bytes_to_os(bytes: Vec<u8>) -> OsString {
+    // Only reached on platforms where every call then fails as unsupported.
+    OsString::from(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn short_name() {
+        let t = temp_name(OsStr::new("config.toml"), 0);
+        assert_eq!(t, OsStr::new(".config.toml.aaaaaaaaaaaa.tmp"));
+        assert!(is_temp_name(&t));
+    }
+
+    #[test]
+    fn different_random_gives_different_names() {
+        let a = temp_name(OsStr::new("x"), 1);
+        let b = temp_name(OsStr::new("x"), 2);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn long_and_non_utf8_names_fit() {
+        let long = vec![0xffu8; 255];
+        let t = temp_name(OsStr::from_bytes(&long), u64::MAX);
+        assert_eq!(t.len(), 255);
+        assert!(is_temp_name(&t));
+        assert!(t.as_bytes().starts_with(&[b'.', 0xff]));
+    }
+
+    #[test]
+    fn other_names_are_not_temp_names() {
+        for n in [
+            "config.toml",
+            ".config.tmp",
+            ".x.aaaaaaaaaaa.tmp",
+            ".x.aaaaaaaaaaaa.tmpx",
+            "x.aaaaaaaaaaaa.tmp",
+            ".x.AAAAAAAAAAAA.tmp",
+            "..aaaaaaaaaaaa.tmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(n)), "{n}");
+        }
+    }
+}
