@@ -263,7 +263,8 @@ mod tests {
         let text = e.to_string();
         assert_eq!(text, "failed to fsync the temporary file for /d/x");
         assert!(!e.target_replaced());
-        assert_eq!(e.source().unwrap().raw_os_error(), Some(5));
+        let source = e.source().unwrap().downcast_ref::<io::Error>().unwrap();
+        assert_eq!(source.raw_os_error(), Some(5));
     }
 
     #[test]

@@ -38,6 +38,8 @@ const SYMLINK_HOPS_MAX: usize = 40;
 #[cfg(any(test, feature = "sim"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+// Re-exported by `crate::sim` once the simulator exists.
+#[allow(unreachable_pub)]
 pub enum Broken {
     /// Skip the temp file's fsync.
     NoFileSync,
@@ -405,7 +407,7 @@ impl<S: Sys> Replace<S> {
     }
 
     fn closed(&self, step: Step) -> Error {
-        let e = io::Error::new(io::ErrorKind::Other, "the temporary file is already closed");
+        let e = io::Error::other("the temporary file is already closed");
         Error::io(step, &self.target, e)
     }
 

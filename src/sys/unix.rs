@@ -27,6 +27,8 @@ pub(crate) fn symlink_loop() -> io::Error {
     err(rustix::io::Errno::LOOP)
 }
 
+// `st_mode` and `st_nlink` have different widths across Unix targets.
+#[allow(clippy::unnecessary_cast)]
 fn to_stat(st: &rustix::fs::Stat) -> Stat {
     let kind = match FileType::from_raw_mode(st.st_mode as _) {
         FileType::RegularFile => Kind::File,
