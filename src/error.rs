@@ -13,8 +13,17 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Step {
-    /// Opening the directory that holds the target.
+    /// Opening the directory that holds the target (or, for `sweep`, the
+    /// directory to sweep).
     OpenParent,
+    /// Waiting for the directory lock that serialises `update` calls.
+    Lock,
+    /// Reading the current content for `update`.
+    ReadTarget,
+    /// The caller's `update` function returned an error.
+    Transform,
+    /// Listing the directory for `sweep`.
+    ReadDir,
     /// Looking at the existing target (`fstatat`).
     InspectTarget,
     /// Reading a symlink at the target while following it.
@@ -29,6 +38,12 @@ pub enum Step {
     SetMode,
     /// Flushing the temporary file to disk (`fsync`).
     SyncTemp,
+    /// Flushing a batch's filesystem to disk (`syncfs`).
+    SyncFilesystem,
+    /// Giving an unnamed (`O_TMPFILE`) temporary file a name.
+    LinkTemp,
+    /// Keeping the previous version as the backup file (`name~`).
+    Backup,
     /// Renaming (or, for `create_new`, linking) the temporary file onto the target.
     Rename,
     /// Flushing the directory so the rename itself is durable.
@@ -49,6 +64,13 @@ impl Step {
     fn describe(self) -> &'static str {
         match self {
             Step::OpenParent => "open the parent directory",
+            Step::Lock => "lock the parent directory",
+            Step::ReadTarget => "read the current file",
+            Step::Transform => "compute the new content",
+            Step::ReadDir => "list the directory",
+            Step::SyncFilesystem => "sync the filesystem",
+            Step::LinkTemp => "link the temporary file into the directory",
+            Step::Backup => "keep the previous version as a backup",
             Step::InspectTarget => "inspect the existing file",
             Step::ResolveSymlink => "read the symlink",
             Step::CreateTemp => "create the temporary file",
@@ -82,6 +104,8 @@ pub enum InvalidReason {
     IsDirectory,
     /// The target is a FIFO, socket or device, which cannot be replaced by a file.
     NotRegularFile,
+    /// The target has other hard links and [`HardLinks::Refuse`](crate::HardLinks::Refuse) is set.
+    HardLinked,
 }
 
 impl InvalidReason {
@@ -89,7 +113,9 @@ impl InvalidReason {
         match self {
             InvalidReason::Empty | InvalidReason::NoFileName => io::ErrorKind::InvalidInput,
             InvalidReason::IsDirectory => io::ErrorKind::IsADirectory,
-            InvalidReason::NotRegularFile => io::ErrorKind::InvalidInput,
+            InvalidReason::NotRegularFile | InvalidReason::HardLinked => {
+                io::ErrorKind::InvalidInput
+            }
         }
     }
 }
@@ -101,6 +127,9 @@ impl fmt::Display for InvalidReason {
             InvalidReason::NoFileName => "the path does not end in a file name",
             InvalidReason::IsDirectory => "it is a directory",
             InvalidReason::NotRegularFile => "it is not a regular file (FIFO, socket or device)",
+            InvalidReason::HardLinked => {
+                "it has other hard links, which a replace would split off"
+            }
         })
     }
 }
@@ -132,6 +161,18 @@ pub enum Error {
         target: PathBuf,
         /// What is wrong with it.
         reason: InvalidReason,
+    },
+    /// A [`Batch`](crate::Batch) commit failed: `source` says for which file
+    /// and at which step; `replaced` lists the files already replaced.
+    #[error("{source} (in a batch of {total} files, {} already replaced)", replaced.len())]
+    Batch {
+        /// The failure, naming its file and step.
+        #[source]
+        source: Box<Error>,
+        /// The files that already hold their new content.
+        replaced: Vec<PathBuf>,
+        /// How many files the batch held.
+        total: usize,
     },
     /// `create_new` was set and the target already exists; nothing was changed.
     #[error("cannot create {}: it already exists", target.display())]
@@ -172,6 +213,16 @@ impl Error {
             Error::Io { step, .. } => Some(*step),
             Error::InvalidTarget { .. } => None,
             Error::AlreadyExists { .. } => Some(Step::Rename),
+            Error::Batch { source, .. } => source.step(),
+        }
+    }
+
+    /// For a [`Batch`](crate::Batch) error, the files that already hold
+    /// their new content; empty otherwise.
+    pub fn replaced(&self) -> &[PathBuf] {
+        match self {
+            Error::Batch { replaced, .. } => replaced,
+            _ => &[],
         }
     }
 
@@ -181,6 +232,7 @@ impl Error {
             Error::Io { target, .. }
             | Error::InvalidTarget { target, .. }
             | Error::AlreadyExists { target } => target,
+            Error::Batch { source, .. } => source.target(),
         }
     }
 
@@ -188,13 +240,18 @@ impl Error {
     /// succeeded, and a later step (the directory fsync) failed, so the
     /// replace may not survive a power cut.
     pub fn target_replaced(&self) -> bool {
-        matches!(self, Error::Io { step, .. } if step.after_publish())
+        match self {
+            Error::Io { step, .. } => step.after_publish(),
+            Error::Batch { source, .. } => source.target_replaced(),
+            _ => false,
+        }
     }
 
     /// A temporary file that was left behind because removing it failed too.
     pub fn temp_left(&self) -> Option<&Path> {
         match self {
             Error::Io { temp_left, .. } => temp_left.as_deref(),
+            Error::Batch { source, .. } => source.temp_left(),
             _ => None,
         }
     }
@@ -205,6 +262,7 @@ impl Error {
             Error::Io { source, .. } => source.kind(),
             Error::InvalidTarget { reason, .. } => reason.kind(),
             Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::Batch { source, .. } => source.kind(),
         }
     }
 
@@ -212,6 +270,7 @@ impl Error {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } => source.raw_os_error(),
+            Error::Batch { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -94,19 +94,22 @@
 //!
 //! - `sim`: exposes the crash simulator for fuzzing and downstream tests.
 
+mod batch;
 mod error;
 mod file;
 mod options;
 mod protocol;
+mod sweep;
 mod sys;
 mod target;
 mod temp_name;
 
 use std::path::Path;
 
+pub use batch::Batch;
 pub use error::{Error, InvalidReason, Step};
 pub use file::AtomicFile;
-pub use options::{Durability, Options};
+pub use options::{Durability, HardLinks, Options};
 
 /// Replaces `path` with `contents`, atomically and durably, keeping the
 /// existing file's mode and owner and following a symlink at `path`.
@@ -125,6 +128,74 @@ pub use options::{Durability, Options};
 /// ```
 pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(path: P, contents: C) -> Result<(), Error> {
     Options::new().write(path, contents)
+}
+
+/// Read-modify-write under an exclusive cross-process lock: no update is
+/// ever lost.
+///
+/// `f` gets the current content (`None` if the file does not exist yet) and
+/// returns the new content, which replaces the file as [`write`] does. Calls
+/// to `update` on files in the same directory run one at a time, across
+/// threads and processes.
+///
+/// The lock is an `flock` on the file's (resolved) parent directory. It
+/// cannot be on the file itself, since every replace gives the file a new
+/// inode; a lock file beside it would be one more file to leave behind. The
+/// kernel releases the lock when the process exits or is killed, so a crash
+/// while holding it never blocks later writers. It is advisory: plain
+/// [`write`] calls do not take it. Updates to different files in one
+/// directory are serialised too.
+///
+/// # Errors
+/// As [`write`], plus [`Step::Lock`], [`Step::ReadTarget`] and
+/// [`Step::Transform`] (the error `f` returned; nothing was changed).
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("counter");
+/// let bump = |old: Option<&[u8]>| {
+///     let n: u64 = old.map_or(0, |b| String::from_utf8_lossy(b).parse().unwrap_or(0));
+///     Ok((n + 1).to_string().into_bytes())
+/// };
+/// crashsafe::update(&path, bump)?;
+/// crashsafe::update(&path, bump)?;
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "2");
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn update<P, F>(path: P, f: F) -> Result<(), Error>
+where
+    P: AsRef<Path>,
+    F: FnOnce(Option<&[u8]>) -> std::io::Result<Vec<u8>>,
+{
+    Options::new().update(path, f)
+}
+
+/// Removes this library's temp files in `dir` that were left behind by
+/// crashed or killed writers, never a live writer's. Returns how many were
+/// removed.
+///
+/// Only regular files whose names have the temp shape `.NAME.RANDOM.tmp`
+/// are candidates; symlinks are never followed or removed. A temp is
+/// removed only if no process holds its lock (every writer locks its temp
+/// until the rename) and it was not modified in the last 10 seconds.
+///
+/// # Errors
+/// [`Step::OpenParent`] or [`Step::ReadDir`] for `dir`, or
+/// [`Step::RemoveTemp`] if a stale temp could not be removed.
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let removed = crashsafe::sweep(dir.path())?;
+/// assert_eq!(removed, 0);
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn sweep<P: AsRef<Path>>(dir: P) -> Result<usize, Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    sweep::sweep(&sys::RealSys, dir.as_ref(), now)
 }
 
 #[cfg(doctest)]

@@ -21,6 +21,22 @@ pub enum Durability {
     Consistent,
 }
 
+/// What to do when the target has other hard links (`st_nlink > 1`).
+///
+/// A replace gives the target a new inode, so the other names keep pointing
+/// at the old content. Nothing can make a rename keep the inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HardLinks {
+    /// Replace anyway: the target gets the new content, the other links keep
+    /// the old. The default, and what every rename-based writer does.
+    #[default]
+    Break,
+    /// Refuse with [`InvalidReason::HardLinked`](crate::InvalidReason::HardLinked)
+    /// before anything is written.
+    Refuse,
+}
+
 /// Options for a replace; [`Options::new`] gives the defaults.
 ///
 /// ```
@@ -41,6 +57,10 @@ pub struct Options {
     pub(crate) preserve_owner: bool,
     pub(crate) follow_symlinks: bool,
     pub(crate) create_new: bool,
+    pub(crate) backup: bool,
+    pub(crate) hard_links: HardLinks,
+    pub(crate) preserve_xattrs: bool,
+    pub(crate) unnamed_temp: bool,
     #[cfg(any(test, feature = "sim"))]
     pub(crate) broken: Option<crate::protocol::Broken>,
 }
@@ -61,6 +81,10 @@ impl Options {
             preserve_owner: true,
             follow_symlinks: true,
             create_new: false,
+            backup: false,
+            hard_links: HardLinks::Break,
+            preserve_xattrs: true,
+            unnamed_temp: false,
             #[cfg(any(test, feature = "sim"))]
             broken: None,
         }
@@ -105,6 +129,57 @@ impl Options {
     pub fn create_new(&mut self, yes: bool) -> &mut Options {
         self.create_new = yes;
         self
+    }
+
+    /// Keep the previous version as `name~` beside the target. Default `false`.
+    ///
+    /// The backup is a hard link to the old file made just before the
+    /// rename (under a temp name, then renamed over any older backup), so at
+    /// every moment the old version is reachable under one of the two names.
+    /// The directory fsync covers both. Nothing is backed up for a new file.
+    pub fn backup(&mut self, yes: bool) -> &mut Options {
+        self.backup = yes;
+        self
+    }
+
+    /// What to do when the target has other hard links. Default
+    /// [`HardLinks::Break`].
+    pub fn hard_links(&mut self, policy: HardLinks) -> &mut Options {
+        self.hard_links = policy;
+        self
+    }
+
+    /// Copy the old file's `user.*` and `security.*` extended attributes
+    /// (SELinux labels, for one) to the new file. Default `true`, best
+    /// effort: attributes the filesystem or the process's privileges do not
+    /// allow are silently left out. Other namespaces (`trusted.*`, ACLs in
+    /// `system.*`) are not copied.
+    pub fn preserve_xattrs(&mut self, yes: bool) -> &mut Options {
+        self.preserve_xattrs = yes;
+        self
+    }
+
+    /// Write into an unnamed temp file (`O_TMPFILE`, Linux) that is linked
+    /// into the directory only at commit, so a process killed before then
+    /// leaves nothing behind. Falls back to a named temp where the kernel,
+    /// the filesystem or a missing `/proc` rules it out. Default `false`.
+    pub fn unnamed_temp(&mut self, yes: bool) -> &mut Options {
+        self.unnamed_temp = yes;
+        self
+    }
+
+    /// Read-modify-write under an exclusive lock; see [`crate::update`].
+    ///
+    /// # Errors
+    /// As [`Options::write`], plus [`Step::Lock`](crate::Step::Lock),
+    /// [`Step::ReadTarget`](crate::Step::ReadTarget) and
+    /// [`Step::Transform`](crate::Step::Transform) (`f` failed; nothing was changed).
+    pub fn update<P, F>(&self, path: P, f: F) -> Result<(), Error>
+    where
+        P: AsRef<Path>,
+        F: FnOnce(Option<&[u8]>) -> std::io::Result<Vec<u8>>,
+    {
+        Replace::update(RealSys, path.as_ref(), self, f)
     }
 
     /// Starts a streaming replace of `path`: write into the returned

@@ -17,14 +17,12 @@
 //! too: before the rename a failure removes the temp and leaves the target
 //! alone; after the rename nothing is undone.
 
-#[cfg(any(test, feature = "sim"))]
-use std::ffi::OsStr;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, InvalidReason, Step};
-use crate::options::{Durability, Options};
+use crate::options::{Durability, HardLinks, Options};
 use crate::sys::{Kind, Stat, Sys};
 use crate::target::split;
 use crate::temp_name::{RETRIES_MAX, temp_name};
@@ -66,6 +64,9 @@ pub(crate) struct Replace<S: Sys> {
     /// The target's file name in `dir` (after following symlinks).
     name: OsString,
     temp: OsString,
+    /// Whether `temp` exists in `dir` as our file's name (false for an
+    /// unnamed O_TMPFILE temp before commit, and after rename or cleanup).
+    named: bool,
     /// `None` once the temp is closed (after commit, discard or cleanup).
     file: Option<S::File>,
     /// The existing regular file whose mode and owner are kept.
@@ -125,30 +126,48 @@ fn resolve<S: Sys>(
     ))
 }
 
+/// What is at the target when the replace starts, checked against the options.
+fn classify(target: &Path, existing: Option<Stat>, opts: &Options) -> Result<Option<Stat>, Error> {
+    match existing {
+        None => Ok(None),
+        Some(st) if st.kind == Kind::Dir => Err(Error::invalid(target, InvalidReason::IsDirectory)),
+        Some(st) if st.kind == Kind::Other => {
+            Err(Error::invalid(target, InvalidReason::NotRegularFile))
+        }
+        // Refused early so no bytes are written in vain; the rename still
+        // decides atomically (RENAME_NOREPLACE), so a racing creator loses too.
+        Some(_) if opts.create_new => Err(Error::AlreadyExists {
+            target: target.to_path_buf(),
+        }),
+        // A symlink that is replaced, not followed: its mode (0777) and
+        // owner mean nothing for a regular file, so it counts as new.
+        Some(st) if st.kind == Kind::Symlink => Ok(None),
+        Some(st) if st.nlink > 1 && opts.hard_links == HardLinks::Refuse => {
+            Err(Error::invalid(target, InvalidReason::HardLinked))
+        }
+        Some(st) => Ok(Some(st)),
+    }
+}
+
 impl<S: Sys> Replace<S> {
     /// Steps 1-3: resolve, inspect, create the temp.
     pub(crate) fn open(sys: S, target: &Path, opts: &Options) -> Result<Replace<S>, Error> {
         let (parent, dir, name, existing) = resolve(&sys, target, opts.follow_symlinks)?;
-        let old = match existing {
-            None => None,
-            Some(st) if st.kind == Kind::Dir => {
-                return Err(Error::invalid(target, InvalidReason::IsDirectory));
-            }
-            Some(st) if st.kind == Kind::Other => {
-                return Err(Error::invalid(target, InvalidReason::NotRegularFile));
-            }
-            // Refused early so no bytes are written in vain; the rename
-            // below still decides atomically (RENAME_NOREPLACE).
-            Some(_) if opts.create_new => {
-                return Err(Error::AlreadyExists {
-                    target: target.to_path_buf(),
-                });
-            }
-            // A symlink that is replaced, not followed: its mode (0777) and
-            // owner mean nothing for a regular file, so it counts as new.
-            Some(st) if st.kind == Kind::Symlink => None,
-            Some(st) => Some(st),
-        };
+        let old = classify(target, existing, opts)?;
+        Replace::create(sys, target, opts, parent, dir, name, old)
+    }
+
+    /// Step 3: the temp file in the target's directory, locked so that
+    /// `sweep` can tell it from one left by a dead process.
+    fn create(
+        sys: S,
+        target: &Path,
+        opts: &Options,
+        parent: PathBuf,
+        dir: S::Dir,
+        name: OsString,
+        old: Option<Stat>,
+    ) -> Result<Replace<S>, Error> {
         // A file that takes an existing file's mode starts private (0600)
         // and gets its mode at commit; a new file is created with its final
         // mode and the kernel applies the umask, as `File::create` does.
@@ -157,24 +176,46 @@ impl<S: Sys> Replace<S> {
             (None, Some(_)) => 0o600,
             (None, None) => 0o666,
         };
+        let mut replace = Replace {
+            sys,
+            target: target.to_path_buf(),
+            parent,
+            dir,
+            temp: OsString::new(),
+            name,
+            named: false,
+            file: None,
+            old,
+            opts: opts.clone(),
+            pos: 0,
+            len: 0,
+        };
+        let sys = replace.sys.clone();
+        if opts.unnamed_temp {
+            match sys.create_unnamed(&replace.dir, create_mode) {
+                Ok(file) => {
+                    replace.temp = temp_name(&replace.name, sys.random());
+                    replace.file = Some(file);
+                    return Ok(replace);
+                }
+                // No O_TMPFILE on this kernel or filesystem (or no /proc to
+                // link it through): fall back to a named temp.
+                Err(e) if unnamed_unsupported(&e) => {}
+                Err(e) => return Err(Error::io(Step::CreateTemp, target, e)),
+            }
+        }
         let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
         for _ in 0..RETRIES_MAX {
-            let temp = temp_name(&name, sys.random());
-            match sys.create_at(&dir, &temp, create_mode) {
+            let temp = temp_name(&replace.name, sys.random());
+            match sys.create_at(&replace.dir, &temp, create_mode) {
                 Ok(file) => {
-                    return Ok(Replace {
-                        sys,
-                        target: target.to_path_buf(),
-                        parent,
-                        dir,
-                        name,
-                        temp,
-                        file: Some(file),
-                        old,
-                        opts: opts.clone(),
-                        pos: 0,
-                        len: 0,
-                    });
+                    // Best effort: where flock is unsupported, `sweep` falls
+                    // back on the temp's age alone.
+                    let _ = sys.lock(&file, false);
+                    replace.temp = temp;
+                    replace.named = true;
+                    replace.file = Some(file);
+                    return Ok(replace);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
                 Err(e) => return Err(Error::io(Step::CreateTemp, target, e)),
@@ -183,9 +224,58 @@ impl<S: Sys> Replace<S> {
         Err(Error::io(Step::CreateTemp, target, last))
     }
 
+    /// Read-modify-write under the directory lock: resolve, lock, look
+    /// again, read the current content, let `f` compute the new one, replace.
+    pub(crate) fn update<F>(sys: S, target: &Path, opts: &Options, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(Option<&[u8]>) -> io::Result<Vec<u8>>,
+    {
+        let (parent, dir, name, _) = resolve(&sys, target, opts.follow_symlinks)?;
+        // The lock lives on the directory, not the target: every replace
+        // gives the target a new inode, so a lock on it would guard nothing.
+        // The kernel drops it when `dir` is closed, or the process dies.
+        sys.lock_dir(&dir)
+            .map_err(|e| Error::io(Step::Lock, target, e))?;
+        // Look again: another updater may have replaced the file meanwhile.
+        let existing = match sys.stat_at(&dir, &name) {
+            Ok(st) => Some(st),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(Step::InspectTarget, target, e)),
+        };
+        let old = classify(target, existing, opts)?;
+        let current = match (existing, old) {
+            (Some(_), Some(_)) => Some(read_all(&sys, &dir, &name).map_err(|e| Error::io(Step::ReadTarget, target, e))?),
+            _ => None,
+        };
+        let contents = f(current.as_deref()).map_err(|e| Error::io(Step::Transform, target, e))?;
+        Replace::create(sys, target, opts, parent, dir, name, old)?.write_all_and_commit(&contents)
+    }
+
     /// The caller's path.
     pub(crate) fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// The directory the protocol works in (the resolved parent).
+    pub(crate) fn parent(&self) -> &Path {
+        &self.parent
+    }
+
+    /// `syncfs` on the target's filesystem (a batch's data flush).
+    pub(crate) fn sync_filesystem(&self) -> io::Result<()> {
+        self.sys.sync_fs(&self.dir)
+    }
+
+    /// Step 8 alone: fsync the directory (once per directory in a batch).
+    pub(crate) fn sync_parent(&self) -> Result<(), Error> {
+        if self.opts.durability != Durability::Durable || self.broken(Broken::NoDirSync) {
+            return Ok(());
+        }
+        // The rename lives in the directory; until the directory is on disk
+        // a power cut can undo it.
+        self.sys
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(Step::SyncParent, &self.target, e))
     }
 
     /// Step 4: one `pwrite` at the current position, retried on `EINTR`.
@@ -243,66 +333,77 @@ impl<S: Sys> Replace<S> {
     pub(crate) fn write_all_and_commit(mut self, contents: &[u8]) -> Result<(), Error> {
         match self.write_all(contents) {
             Ok(()) => self.commit(),
-            Err(e) => {
-                if let Some(file) = self.file.take() {
-                    self.sys.close(file);
-                }
-                Err(self.abort(e))
-            }
+            Err(e) => Err(self.fail(e)),
         }
     }
 
     /// Steps 5-8: metadata, fsync, rename, directory fsync.
     pub(crate) fn commit(mut self) -> Result<(), Error> {
-        let Some(file) = self.file.take() else {
-            return Err(self.closed(Step::SyncTemp));
-        };
-        // Owner and mode go on the temp *before* its fsync so they become
-        // durable together with the data: a crash after the rename never
-        // shows new data with the temp's 0600.
-        if !self.broken(Broken::ModeAfterSync) {
-            if let Err(e) = self.set_metadata(&file) {
-                self.sys.close(file);
-                return Err(self.abort(e));
-            }
-        }
-        if self.broken(Broken::RenameBeforeSync) {
-            if let Err(e) = self.publish() {
-                self.sys.close(file);
-                return Err(e);
-            }
-        }
+        self.sync_and_publish()?;
+        // fsync the directory: the rename lives in the directory, and until
+        // the directory is on disk a power cut can undo it (old content back,
+        // or no file at all for a new one).
+        self.sync_parent()
+    }
+
+    /// Steps 5-7: everything but the directory fsync (which a batch does
+    /// once per directory). On error the temp is gone and the target is as
+    /// it was, unless the error says it was replaced.
+    pub(crate) fn sync_and_publish(&mut self) -> Result<(), Error> {
+        self.prepare()?;
         // fsync the temp through the fd that wrote it: without it, a crash
         // after the rename may leave the target empty or zero-filled (the
         // rename can reach the disk before the data). Never retried: after a
         // failure Linux marks the pages clean and a second fsync may succeed
         // with the data lost.
-        if !self.broken(Broken::NoFileSync) {
-            if let Err(e) = self.sys.sync_file(&file) {
-                let retried = self.broken(Broken::RetrySync) && self.sys.sync_file(&file).is_ok();
-                if !retried {
-                    self.sys.close(file);
-                    return Err(self.abort(Error::io(Step::SyncTemp, &self.target, e)));
-                }
+        if !self.broken(Broken::NoFileSync) && !self.broken(Broken::RenameBeforeSync) {
+            self.sync_temp()?;
+        }
+        self.publish_prepared()
+    }
+
+    /// Step 5, and the fsync-free part of a commit: flushing is the
+    /// caller's, metadata goes on the temp here.
+    pub(crate) fn prepare(&mut self) -> Result<(), Error> {
+        // Owner and mode go on the temp *before* its fsync so they become
+        // durable together with the data: a crash after the rename never
+        // shows new data with the temp's 0600.
+        if !self.broken(Broken::ModeAfterSync) {
+            self.set_metadata().map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    /// Step 6: fsync the temp. On failure the temp is removed.
+    pub(crate) fn sync_temp(&mut self) -> Result<(), Error> {
+        let result = match &self.file {
+            Some(file) => self.sys.sync_file(file),
+            None => return Err(self.closed(Step::SyncTemp)),
+        };
+        if let Err(e) = result {
+            let retried = self.broken(Broken::RetrySync)
+                && self.file.as_ref().is_some_and(|f| self.sys.sync_file(f).is_ok());
+            if !retried {
+                return Err(self.fail(Error::io(Step::SyncTemp, &self.target, e)));
             }
         }
+        Ok(())
+    }
+
+    /// Step 7 after the temp is synced: rename, then close the temp (its
+    /// lock keeps `sweep` away until the name is gone).
+    pub(crate) fn publish_prepared(&mut self) -> Result<(), Error> {
         if self.broken(Broken::ModeAfterSync) {
-            if let Err(e) = self.set_metadata(&file) {
-                self.sys.close(file);
-                return Err(self.abort(e));
+            self.set_metadata().map_err(|e| self.fail(e))?;
+        }
+        self.publish()?;
+        if self.broken(Broken::RenameBeforeSync) {
+            if let Some(file) = &self.file {
+                let _ = self.sys.sync_file(file);
             }
         }
-        self.sys.close(file);
-        if !self.broken(Broken::RenameBeforeSync) {
-            self.publish()?;
-        }
-        // fsync the directory: the rename lives in the directory, and until
-        // the directory is on disk a power cut can undo it (old content back,
-        // or no file at all for a new one).
-        if self.opts.durability == Durability::Durable && !self.broken(Broken::NoDirSync) {
-            self.sys
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io(Step::SyncParent, &self.target, e))?;
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
         }
         Ok(())
     }
@@ -312,13 +413,21 @@ impl<S: Sys> Replace<S> {
         if let Some(file) = self.file.take() {
             self.sys.close(file);
         }
+        if !self.named {
+            return Ok(());
+        }
+        self.named = false;
         self.sys.unlink_at(&self.dir, &self.temp).map_err(|e| {
             Error::io(Step::RemoveTemp, &self.target, e).with_temp_left(self.temp_path())
         })
     }
 
-    /// Step 5: owner first (the kernel clears setuid/setgid on chown), mode last.
-    fn set_metadata(&self, file: &S::File) -> Result<(), Error> {
+    /// Step 5: owner first (the kernel clears setuid/setgid on chown), mode
+    /// last; extended attributes of the old file, best effort.
+    fn set_metadata(&self) -> Result<(), Error> {
+        let Some(file) = &self.file else {
+            return Err(self.closed(Step::SetMode));
+        };
         let mut chowned = false;
         if let (Some(old), true) = (self.old, self.opts.preserve_owner) {
             match self.sys.set_owner(file, old.uid, old.gid) {
@@ -351,49 +460,133 @@ impl<S: Sys> Replace<S> {
                 .set_mode(file, mode)
                 .map_err(|e| Error::io(Step::SetMode, &self.target, e))?;
         }
+        if self.old.is_some() && self.opts.preserve_xattrs {
+            self.copy_xattrs(file);
+        }
         Ok(())
+    }
+
+    /// Copies `user.*` and `security.*` attributes (SELinux labels, for
+    /// one) from the old file. Best effort: a filesystem without xattrs, or
+    /// a label we may not set, leaves the new file without them.
+    fn copy_xattrs(&self, file: &S::File) {
+        let path = self.parent.join(&self.name);
+        let Ok(names) = self.sys.list_xattrs(&path) else {
+            return;
+        };
+        for name in names {
+            let bytes = name.as_encoded_bytes();
+            if !(bytes.starts_with(b"user.") || bytes.starts_with(b"security.")) {
+                continue;
+            }
+            if let Ok(value) = self.sys.get_xattr(&path, &name) {
+                let _ = self.sys.set_xattr(file, &name, &value);
+            }
+        }
     }
 
     /// Step 7: the atomic switch. On failure the temp is removed and the
     /// target is as it was.
-    fn publish(&self) -> Result<(), Error> {
-        let (sys, dir) = (&self.sys, &self.dir);
+    fn publish(&mut self) -> Result<(), Error> {
+        if !self.named && !self.opts.create_new {
+            // An O_TMPFILE temp needs a name before it can be renamed.
+            self.link_unnamed(&self.temp.clone())?;
+        }
+        if self.opts.backup && self.old.is_some() {
+            self.backup()?;
+        }
         if !self.opts.create_new {
             if self.broken(Broken::UnlinkThenRename) {
-                let _ = sys.unlink_at(dir, &self.name);
+                let _ = self.sys.unlink_at(&self.dir, &self.name);
             }
-            return sys
-                .rename_at(dir, &self.temp, &self.name)
-                .map_err(|e| self.abort(Error::io(Step::Rename, &self.target, e)));
+            let result = self.sys.rename_at(&self.dir, &self.temp, &self.name);
+            result.map_err(|e| self.fail(Error::io(Step::Rename, &self.target, e)))?;
+            self.named = false;
+            return Ok(());
         }
-        let e = match sys.rename_noreplace_at(dir, &self.temp, &self.name) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+        if !self.named {
+            // An unnamed temp links straight onto the target: linkat fails
+            // with EEXIST atomically, and no temp name ever exists.
+            return self.link_unnamed(&self.name.clone()).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => self.already_exists(),
+                _ => e,
+            });
+        }
+        let result = self.sys.rename_noreplace_at(&self.dir, &self.temp, &self.name);
+        let Err(e) = result else {
+            self.named = false;
+            return Ok(());
         };
         match e.kind() {
-            io::ErrorKind::AlreadyExists => return Err(self.abort(self.already_exists())),
+            io::ErrorKind::AlreadyExists => return Err(self.fail(self.already_exists())),
             // The filesystem has no RENAME_NOREPLACE (ZFS, some FUSE): a hard
             // link also fails atomically with EEXIST; then drop the temp name.
             io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported => {}
-            _ => return Err(self.abort(Error::io(Step::Rename, &self.target, e))),
+            _ => return Err(self.fail(Error::io(Step::Rename, &self.target, e))),
         }
-        match sys.link_at(dir, &self.temp, &self.name) {
+        match self.sys.link_at(&self.dir, &self.temp, &self.name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(self.abort(self.already_exists()));
+                return Err(self.fail(self.already_exists()));
             }
-            Err(e) => return Err(self.abort(Error::io(Step::Rename, &self.target, e))),
+            Err(e) => return Err(self.fail(Error::io(Step::Rename, &self.target, e))),
         }
         // The target already holds the new content; a failure here only
         // leaves a second name behind.
-        sys.unlink_at(dir, &self.temp).map_err(|e| {
+        self.named = false;
+        self.sys.unlink_at(&self.dir, &self.temp).map_err(|e| {
             Error::io(Step::RemoveTempLink, &self.target, e).with_temp_left(self.temp_path())
         })
     }
 
-    /// Cleanup after a failure before the rename: removes the temp and
-    /// returns `err`, noting the temp if it could not be removed.
-    fn abort(&self, err: Error) -> Error {
+    /// Names an O_TMPFILE temp `name` in the directory.
+    fn link_unnamed(&mut self, name: &OsStr) -> Result<(), Error> {
+        let result = match &self.file {
+            Some(file) => self.sys.link_unnamed(file, &self.dir, name),
+            None => return Err(self.closed(Step::LinkTemp)),
+        };
+        match result {
+            Ok(()) => {
+                self.named = name == self.temp;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(Error::io(Step::LinkTemp, &self.target, e))),
+        }
+    }
+
+    /// Keeps the old version as `name~`: a hard link to the old inode under
+    /// a temp name, renamed over any earlier backup. Both names are covered
+    /// by the one directory fsync, and there is no moment without either.
+    fn backup(&mut self) -> Result<(), Error> {
+        let mut backup = self.name.clone();
+        backup.push("~");
+        let temp = temp_name(&backup, self.sys.random());
+        let (sys, dir) = (&self.sys, &self.dir);
+        let result = sys.link_at(dir, &self.name, &temp).and_then(|()| {
+            sys.rename_at(dir, &temp, &backup).inspect_err(|_| {
+                let _ = sys.unlink_at(dir, &temp);
+            })
+        });
+        // The borrow of `dir` ends here; `fail` needs `self` whole.
+        result.map_err(|e| self.fail(Error::io(Step::Backup, &self.target, e)))
+    }
+
+    /// Cleanup after a failure before the rename: closes and removes the
+    /// temp and returns `err`, noting the temp if it could not be removed.
+    pub(crate) fn fail(&mut self, err: Error) -> Error {
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
+        }
+        self.abort(err)
+    }
+
+    /// Removes the temp's name (if it has one) and returns `err`, noting
+    /// the temp if it could not be removed.
+    fn abort(&mut self, err: Error) -> Error {
+        if !self.named {
+            return err;
+        }
+        self.named = false;
         match self.sys.unlink_at(&self.dir, &self.temp) {
             Ok(()) => err,
             Err(_) => err.with_temp_left(self.temp_path()),
@@ -452,7 +645,34 @@ impl<S: Sys> Drop for Replace<S> {
     fn drop(&mut self) {
         if let Some(file) = self.file.take() {
             self.sys.close(file);
+        }
+        if self.named {
             let _ = self.sys.unlink_at(&self.dir, &self.temp);
         }
     }
+}
+
+/// Errors from `O_TMPFILE` that mean "not here" rather than "failed".
+fn unnamed_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Unsupported | io::ErrorKind::IsADirectory | io::ErrorKind::InvalidInput
+    )
+}
+
+/// Reads a whole file through `dir`.
+fn read_all<S: Sys>(sys: &S, dir: &S::Dir, name: &OsStr) -> io::Result<Vec<u8>> {
+    let file = sys.open_read_at(dir, name)?;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let result = loop {
+        match sys.read_at(&file, &mut chunk, out.len() as u64) {
+            Ok(0) => break Ok(out),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    sys.close(file);
+    result
 }

@@ -35,8 +35,6 @@ pub(crate) fn temp_name(target_name: &OsStr, random: u64) -> OsString {
 }
 
 /// True if `name` has the shape of a temp name this library makes.
-// Used by `sweep`; until then only by tests.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn is_temp_name(name: &OsStr) -> bool {
     let b = name.as_encoded_bytes();
     // "." + at least one byte of the target name + "." + random + ".tmp"

@@ -53,6 +53,10 @@ pub(crate) struct Stat {
     pub(crate) gid: u32,
     /// Number of hard links.
     pub(crate) nlink: u64,
+    /// Inode number.
+    pub(crate) ino: u64,
+    /// Last modification time, seconds since the epoch.
+    pub(crate) mtime: i64,
 }
 
 /// One method per system call the protocol makes.
@@ -118,6 +122,44 @@ pub(crate) trait Sys: Clone {
     /// `fsync(dir)`: every earlier change to the directory's entries
     /// (creates, renames, unlinks) becomes durable.
     fn sync_dir(&self, dir: &Self::Dir) -> io::Result<()>;
+
+    /// `flock(file, LOCK_EX)`, with `LOCK_NB` unless `wait`. Advisory; the
+    /// kernel drops it when the last fd of the open file closes.
+    fn lock(&self, file: &Self::File, wait: bool) -> io::Result<()>;
+
+    /// `flock(dir, LOCK_EX)`: waits for other holders of the directory lock.
+    fn lock_dir(&self, dir: &Self::Dir) -> io::Result<()>;
+
+    /// `openat(dir, name, O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC)`.
+    fn open_read_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::File>;
+
+    /// `pread(file, buf, offset)`.
+    fn read_at(&self, file: &Self::File, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// `getdents` on a duplicate of `dir`: every name but `.` and `..`.
+    fn read_dir(&self, dir: &Self::Dir) -> io::Result<Vec<OsString>>;
+
+    /// `llistxattr(path)`: the names of the extended attributes at `path`.
+    fn list_xattrs(&self, path: &Path) -> io::Result<Vec<OsString>>;
+
+    /// `lgetxattr(path, name)`.
+    fn get_xattr(&self, path: &Path, name: &OsStr) -> io::Result<Vec<u8>>;
+
+    /// `fsetxattr(file, name, value, 0)`. Durable with the file's fsync.
+    fn set_xattr(&self, file: &Self::File, name: &OsStr, value: &[u8]) -> io::Result<()>;
+
+    /// `syncfs(dir)`: everything written to the directory's filesystem
+    /// becomes durable; reports writeback errors on that filesystem since
+    /// `dir` was opened (Linux 5.8 and later).
+    fn sync_fs(&self, dir: &Self::Dir) -> io::Result<()>;
+
+    /// `openat(dir, ".", O_TMPFILE|O_WRONLY|O_CLOEXEC, mode)`: a file with no
+    /// name, which vanishes if the process dies before it is linked.
+    fn create_unnamed(&self, dir: &Self::Dir, mode: u32) -> io::Result<Self::File>;
+
+    /// `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)`:
+    /// gives an unnamed file a name; fails with `EEXIST` if `name` exists.
+    fn link_unnamed(&self, file: &Self::File, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
 
     /// `geteuid() == 0`: decides whether an `EPERM` from `fchown` is expected.
     fn is_root(&self) -> bool;

@@ -42,6 +42,8 @@ fn to_stat(st: &rustix::fs::Stat) -> Stat {
         uid: st.st_uid,
         gid: st.st_gid,
         nlink: st.st_nlink as u64,
+        ino: st.st_ino as u64,
+        mtime: st.st_mtime as i64,
     }
 }
 
@@ -129,6 +131,119 @@ impl Sys for RealSys {
 
     fn sync_dir(&self, dir: &OwnedFd) -> io::Result<()> {
         rustix::fs::fsync(dir).map_err(err)
+    }
+
+    fn lock(&self, file: &OwnedFd, wait: bool) -> io::Result<()> {
+        use rustix::fs::FlockOperation;
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        rustix::fs::flock(file, op).map_err(err)
+    }
+
+    fn lock_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        rustix::fs::flock(dir, rustix::fs::FlockOperation::LockExclusive).map_err(err)
+    }
+
+    fn open_read_at(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err)
+    }
+
+    fn read_at(&self, file: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        rustix::io::pread(file, buf, offset).map_err(err)
+    }
+
+    fn read_dir(&self, dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir).map_err(err)? {
+            let name = entry.map_err(err)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name));
+            }
+        }
+        Ok(names)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn list_xattrs(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        let len = rustix::fs::llistxattr_query(path).map_err(err)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut list = vec![0u8; len];
+        let len = rustix::fs::llistxattr(path, &mut list[..]).map_err(err)?;
+        Ok(list[..len]
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| OsString::from_vec(n.to_vec()))
+            .collect())
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn get_xattr(&self, path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+        let len = rustix::fs::lgetxattr_query(path, name).map_err(err)?;
+        let mut value = vec![0u8; len];
+        let len = rustix::fs::lgetxattr(path, name, &mut value[..]).map_err(err)?;
+        value.truncate(len);
+        Ok(value)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn set_xattr(&self, file: &OwnedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::fsetxattr(file, name, value, flags).map_err(err)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn list_xattrs(&self, _: &Path) -> io::Result<Vec<OsString>> {
+        Err(err(rustix::io::Errno::NOSYS))
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn get_xattr(&self, _: &Path, _: &OsStr) -> io::Result<Vec<u8>> {
+        Err(err(rustix::io::Errno::NOSYS))
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn set_xattr(&self, _: &OwnedFd, _: &OsStr, _: &[u8]) -> io::Result<()> {
+        Err(err(rustix::io::Errno::NOSYS))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn sync_fs(&self, dir: &OwnedFd) -> io::Result<()> {
+        rustix::fs::syncfs(dir).map_err(err)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn sync_fs(&self, _: &OwnedFd) -> io::Result<()> {
+        Err(err(rustix::io::Errno::NOSYS))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn create_unnamed(&self, dir: &OwnedFd, mode: u32) -> io::Result<OwnedFd> {
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode as _)).map_err(err)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn link_unnamed(&self, file: &OwnedFd, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let cwd = rustix::fs::CWD;
+        rustix::fs::linkat(cwd, proc_path.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW).map_err(err)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn create_unnamed(&self, _: &OwnedFd, _: u32) -> io::Result<OwnedFd> {
+        Err(err(rustix::io::Errno::OPNOTSUPP))
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn link_unnamed(&self, _: &OwnedFd, _: &OwnedFd, _: &OsStr) -> io::Result<()> {
+        Err(err(rustix::io::Errno::OPNOTSUPP))
     }
 
     fn is_root(&self) -> bool {

@@ -77,6 +77,39 @@ impl Sys for RealSys {
     fn sync_dir(&self, d: &Never) -> io::Result<()> {
         match *d {}
     }
+    fn lock(&self, f: &Never, _: bool) -> io::Result<()> {
+        match *f {}
+    }
+    fn lock_dir(&self, d: &Never) -> io::Result<()> {
+        match *d {}
+    }
+    fn open_read_at(&self, d: &Never, _: &OsStr) -> io::Result<Never> {
+        match *d {}
+    }
+    fn read_at(&self, f: &Never, _: &mut [u8], _: u64) -> io::Result<usize> {
+        match *f {}
+    }
+    fn read_dir(&self, d: &Never) -> io::Result<Vec<OsString>> {
+        match *d {}
+    }
+    fn list_xattrs(&self, _: &Path) -> io::Result<Vec<OsString>> {
+        unsupported()
+    }
+    fn get_xattr(&self, _: &Path, _: &OsStr) -> io::Result<Vec<u8>> {
+        unsupported()
+    }
+    fn set_xattr(&self, f: &Never, _: &OsStr, _: &[u8]) -> io::Result<()> {
+        match *f {}
+    }
+    fn sync_fs(&self, d: &Never) -> io::Result<()> {
+        match *d {}
+    }
+    fn create_unnamed(&self, d: &Never, _: u32) -> io::Result<Never> {
+        match *d {}
+    }
+    fn link_unnamed(&self, f: &Never, _: &Never, _: &OsStr) -> io::Result<()> {
+        match *f {}
+    }
     fn is_root(&self) -> bool {
         false
     }

@@ -1,0 +1,60 @@
+//! `sweep`: removing temp files left behind by writers that died.
+//!
+//! A live writer holds an exclusive `flock` on its temp from the moment it
+//! creates it until after the rename, and the kernel drops that lock when the
+//! process dies. So a temp that can be locked belongs to nobody. Two more
+//! checks close the remaining gaps: the name must have this library's temp
+//! shape and be a regular file (never a symlink, never followed), and it must
+//! not have been modified for [`GRACE_SECS`], which covers the instant
+//! between a writer's `openat` and its `flock`.
+
+use std::io;
+use std::path::Path;
+
+use crate::error::{Error, Step};
+use crate::sys::{Kind, Sys};
+use crate::temp_name::is_temp_name;
+
+/// A temp modified less than this many seconds ago is never removed.
+pub(crate) const GRACE_SECS: i64 = 10;
+
+/// Removes stale temps in `dir`; returns how many were removed.
+pub(crate) fn sweep<S: Sys>(sys: &S, dir_path: &Path, now: i64) -> Result<usize, Error> {
+    let dir = sys
+        .open_dir(dir_path)
+        .map_err(|e| Error::io(Step::OpenParent, dir_path, e))?;
+    let names = sys
+        .read_dir(&dir)
+        .map_err(|e| Error::io(Step::ReadDir, dir_path, e))?;
+    let mut removed = 0;
+    for name in names.iter().filter(|n| is_temp_name(n)) {
+        // O_NOFOLLOW: a symlink with a temp-shaped name fails here (ELOOP)
+        // and is left alone; so is anything that vanished meanwhile.
+        let Ok(file) = sys.open_read_at(&dir, name) else {
+            continue;
+        };
+        let stale = sys.stat_file(&file).is_ok_and(|st| {
+            st.kind == Kind::File
+                && now - st.mtime >= GRACE_SECS
+                && sys.lock(&file, false).is_ok()
+                // Still the same file under that name: not renamed away and
+                // replaced by something else since we opened it.
+                && sys
+                    .stat_at(&dir, name)
+                    .is_ok_and(|now_st| now_st.ino == st.ino && now_st.kind == Kind::File)
+        });
+        if stale {
+            match sys.unlink_at(&dir, name) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    sys.close(file);
+                    let path = dir_path.join(name);
+                    return Err(Error::io(Step::RemoveTemp, dir_path, e).with_temp_left(path));
+                }
+            }
+        }
+        sys.close(file);
+    }
+    Ok(removed)
+}
