@@ -34,7 +34,12 @@ impl<S: Sys> Entries<S> {
 
     /// Writes `contents` into a new temp for `path`. On error that temp is
     /// removed; the files written so far stay in the batch.
-    pub(crate) fn write(&mut self, opts: &Options, path: &Path, contents: &[u8]) -> Result<(), Error> {
+    pub(crate) fn write(
+        &mut self,
+        opts: &Options,
+        path: &Path,
+        contents: &[u8],
+    ) -> Result<(), Error> {
         let mut replace = Replace::open(self.sys.clone(), path, opts)?;
         replace.write_all(contents).map_err(|e| replace.fail(e))?;
         self.entries.push(replace);
@@ -52,13 +57,16 @@ impl<S: Sys> Entries<S> {
                 return Err(batch_error(e, Vec::new(), total));
             }
         }
-        self.sync_data().map_err(|e| batch_error(e, Vec::new(), total))?;
+        self.sync_data()
+            .map_err(|e| batch_error(e, Vec::new(), total))?;
         let mut replaced: Vec<usize> = Vec::with_capacity(total);
         for i in 0..total {
             if let Err(e) = self.entries[i].publish_prepared() {
                 // Make what was already replaced durable before reporting.
                 let _ = self.sync_dirs(&replaced);
-                let paths = replaced.iter().map(|&j| self.entries[j].target().to_path_buf());
+                let paths = replaced
+                    .iter()
+                    .map(|&j| self.entries[j].target().to_path_buf());
                 return Err(batch_error(e, paths.collect(), total));
             }
             replaced.push(i);
@@ -180,7 +188,11 @@ impl Batch {
     /// # Errors
     /// As [`Options::write`] before the rename; the failed file's temp is
     /// removed and the files added earlier stay in the batch.
-    pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(&mut self, path: P, contents: C) -> Result<(), Error> {
+    pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(
+        &mut self,
+        path: P,
+        contents: C,
+    ) -> Result<(), Error> {
         let options = self.options.clone();
         self.write_with(&options, path, contents)
     }
@@ -195,7 +207,8 @@ impl Batch {
         path: P,
         contents: C,
     ) -> Result<(), Error> {
-        self.entries.write(options, path.as_ref(), contents.as_ref())
+        self.entries
+            .write(options, path.as_ref(), contents.as_ref())
     }
 
     /// How many files the batch holds.

@@ -127,9 +127,7 @@ impl fmt::Display for InvalidReason {
             InvalidReason::NoFileName => "the path does not end in a file name",
             InvalidReason::IsDirectory => "it is a directory",
             InvalidReason::NotRegularFile => "it is not a regular file (FIFO, socket or device)",
-            InvalidReason::HardLinked => {
-                "it has other hard links, which a replace would split off"
-            }
+            InvalidReason::HardLinked => "it has other hard links, which a replace would split off",
         })
     }
 }

@@ -244,7 +244,9 @@ impl<S: Sys> Replace<S> {
         };
         let old = classify(target, existing, opts)?;
         let current = match (existing, old) {
-            (Some(_), Some(_)) => Some(read_all(&sys, &dir, &name).map_err(|e| Error::io(Step::ReadTarget, target, e))?),
+            (Some(_), Some(_)) => Some(
+                read_all(&sys, &dir, &name).map_err(|e| Error::io(Step::ReadTarget, target, e))?,
+            ),
             _ => None,
         };
         let contents = f(current.as_deref()).map_err(|e| Error::io(Step::Transform, target, e))?;
@@ -382,7 +384,10 @@ impl<S: Sys> Replace<S> {
         };
         if let Err(e) = result {
             let retried = self.broken(Broken::RetrySync)
-                && self.file.as_ref().is_some_and(|f| self.sys.sync_file(f).is_ok());
+                && self
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| self.sys.sync_file(f).is_ok());
             if !retried {
                 return Err(self.fail(Error::io(Step::SyncTemp, &self.target, e)));
             }
@@ -507,12 +512,16 @@ impl<S: Sys> Replace<S> {
         if !self.named {
             // An unnamed temp links straight onto the target: linkat fails
             // with EEXIST atomically, and no temp name ever exists.
-            return self.link_unnamed(&self.name.clone()).map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => self.already_exists(),
-                _ => e,
-            });
+            return self
+                .link_unnamed(&self.name.clone())
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => self.already_exists(),
+                    _ => e,
+                });
         }
-        let result = self.sys.rename_noreplace_at(&self.dir, &self.temp, &self.name);
+        let result = self
+            .sys
+            .rename_noreplace_at(&self.dir, &self.temp, &self.name);
         let Err(e) = result else {
             self.named = false;
             return Ok(());
