@@ -93,6 +93,8 @@
 //! # Cargo features
 //!
 //! - `sim`: exposes the crash simulator for fuzzing and downstream tests.
+//! - `cli`: builds the `crashsafe` command-line tool (`crashsafe write FILE`
+//!   replaces FILE with standard input); the library never needs it.
 
 mod batch;
 mod error;
