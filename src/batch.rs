@@ -134,7 +134,7 @@ fn batch_error(error: Error, replaced: Vec<PathBuf>, total: usize) -> Error {
 }
 
 /// Replaces many files with one durability point: much faster than one
-/// durable [`write`](crate::write) per file, with the same per-file guarantee.
+/// durable [`write`](fn@crate::write) per file, with the same per-file guarantee.
 ///
 /// [`write`](Batch::write) puts each file's new content in its own temp
 /// beside it; nothing is visible until [`commit`](Batch::commit), which

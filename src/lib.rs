@@ -136,7 +136,7 @@ pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(path: P, contents: C) -> Result<(),
 /// ever lost.
 ///
 /// `f` gets the current content (`None` if the file does not exist yet) and
-/// returns the new content, which replaces the file as [`write`] does. Calls
+/// returns the new content, which replaces the file as [`write`](fn@write) does. Calls
 /// to `update` on files in the same directory run one at a time, across
 /// threads and processes.
 ///
@@ -145,11 +145,11 @@ pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(path: P, contents: C) -> Result<(),
 /// inode; a lock file beside it would be one more file to leave behind. The
 /// kernel releases the lock when the process exits or is killed, so a crash
 /// while holding it never blocks later writers. It is advisory: plain
-/// [`write`] calls do not take it. Updates to different files in one
+/// [`write`](fn@write) calls do not take it. Updates to different files in one
 /// directory are serialised too.
 ///
 /// # Errors
-/// As [`write`], plus [`Step::Lock`], [`Step::ReadTarget`] and
+/// As [`write`](fn@write), plus [`Step::Lock`], [`Step::ReadTarget`] and
 /// [`Step::Transform`] (the error `f` returned; nothing was changed).
 ///
 /// # Examples
