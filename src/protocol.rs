@@ -194,6 +194,9 @@ impl<S: Sys> Replace<S> {
         if opts.unnamed_temp {
             match sys.create_unnamed(&replace.dir, create_mode) {
                 Ok(file) => {
+                    // Locked too: between the link at commit and the rename
+                    // the temp has a name, and `sweep` must leave it alone.
+                    let _ = sys.lock(&file, false);
                     replace.temp = temp_name(&replace.name, sys.random());
                     replace.file = Some(file);
                     return Ok(replace);
