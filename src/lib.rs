@@ -99,6 +99,9 @@
 mod batch;
 mod error;
 mod file;
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod protocol;
 mod sweep;
