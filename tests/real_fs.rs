@@ -204,6 +204,66 @@ mod modes {
         }
     }
 
+    const UNPRIVILEGED_DIR_ENV: &str = "CRASHSAFE_TEST_UNPRIVILEGED_DIR";
+
+    /// Without `CAP_FSETID`, the kernel clears setuid (and setgid with group
+    /// execute) on every write; a mode asked for with `Options::mode` must
+    /// still be the result. Root is exempt, so as root this reruns as nobody.
+    #[test]
+    fn options_mode_special_bits_survive_unprivileged_writes() {
+        const NAME: &str = "options_mode_special_bits_survive_unprivileged_writes";
+        const CASES: [(&str, u32); 4] = [
+            ("suid", 0o4755),
+            ("sgid", 0o2750),
+            ("both", 0o6711),
+            ("sticky", 0o1644),
+        ];
+        let run_cases = |dir: &Path| {
+            for (name, mode) in CASES {
+                let new = dir.join(format!("new-{name}"));
+                Options::new().mode(mode).write(&new, b"data").unwrap();
+                let existing = dir.join(format!("existing-{name}"));
+                fs::write(&existing, b"old").unwrap();
+                Options::new().mode(mode).write(&existing, b"data").unwrap();
+                let mut f = Options::new()
+                    .mode(mode)
+                    .open(dir.join(format!("streamed-{name}")))
+                    .unwrap();
+                f.write_all(&[b's'; 20_000]).unwrap();
+                f.commit().unwrap();
+            }
+        };
+        let check = |dir: &Path| {
+            for (name, mode) in CASES {
+                for prefix in ["new", "existing", "streamed"] {
+                    let path = dir.join(format!("{prefix}-{name}"));
+                    assert_eq!(mode_of(&path), created_mode(mode), "{prefix}-{name}");
+                }
+            }
+        };
+        if let Some(dir) = std::env::var_os(UNPRIVILEGED_DIR_ENV) {
+            // Child role, as nobody.
+            assert!(!is_root());
+            return run_cases(Path::new(&dir));
+        }
+        let fx = Fixture::new();
+        if !is_root() {
+            run_cases(fx.root());
+            return check(fx.root());
+        }
+        set_mode(fx.root(), 0o777);
+        let test = test_name(module_path!(), NAME);
+        let run = run_child(&Child {
+            test: &test,
+            envs: vec![(UNPRIVILEGED_DIR_ENV, fx.root().as_os_str())],
+            user: Some(NOBODY),
+        });
+        if let ChildRun::CannotStart(e) = run {
+            return skip(NAME, &format!("cannot run the test binary as nobody: {e}"));
+        }
+        check(fx.root());
+    }
+
     #[test]
     fn options_mode_overrides_the_existing_mode() {
         let fx = Fixture::new();
