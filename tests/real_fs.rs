@@ -257,6 +257,7 @@ mod modes {
             test: &test,
             envs: vec![(UNPRIVILEGED_DIR_ENV, fx.root().as_os_str())],
             user: Some(NOBODY),
+            ignore_sigxfsz: false,
         });
         if let ChildRun::CannotStart(e) = run {
             return skip(NAME, &format!("cannot run the test binary as nobody: {e}"));
@@ -340,6 +341,7 @@ mod modes {
                     (UMASK_ENV, OsStr::new(&umask_text)),
                 ],
                 user: None,
+                ignore_sigxfsz: false,
             });
             assert!(matches!(run, ChildRun::Passed));
             for (name, mode) in UMASK_CASES {
@@ -483,6 +485,7 @@ mod owner {
             test: &test,
             envs: vec![(DIR_ENV, fx.root().as_os_str())],
             user: Some(NOBODY),
+            ignore_sigxfsz: false,
         });
         if let ChildRun::CannotStart(e) = run {
             return skip(NAME, &format!("cannot run the test binary as nobody: {e}"));
@@ -1191,6 +1194,7 @@ mod bad_input {
                 test: &test,
                 envs: vec![(DIR_ENV, fx.root().as_os_str())],
                 user: Some(NOBODY),
+                ignore_sigxfsz: false,
             });
             if let ChildRun::CannotStart(e) = run {
                 return skip(
@@ -1208,6 +1212,133 @@ mod bad_input {
         expect_create_temp_denied(&fx.path("ro/t"));
         assert_eq!(fx.snapshot(), before);
         set_mode(&fx.path("ro"), 0o700);
+    }
+}
+
+/// Failures after the temp was created and written, which a real
+/// filesystem can produce: the temp is removed, the target is unchanged,
+/// and the error says which step failed.
+mod late_failures {
+    use super::*;
+
+    const FSIZE_ENV: &str = "CRASHSAFE_TEST_FSIZE_DIR";
+    const FSIZE_MAX: u64 = 4096;
+
+    fn efbig_kind() -> io::ErrorKind {
+        io::Error::from_raw_os_error(efbig()).kind()
+    }
+
+    /// The child's part: with `RLIMIT_FSIZE` at 4 KiB, a larger write fails
+    /// part-way with `EFBIG`.
+    fn write_past_the_size_limit(dir: &Path) {
+        let limit = rustix::process::Rlimit {
+            current: Some(FSIZE_MAX),
+            maximum: rustix::process::getrlimit(rustix::process::Resource::Fsize).maximum,
+        };
+        rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+        let target = dir.join("t");
+        let big = vec![b'n'; 100_000];
+        let err = crashsafe::write(&target, &big).unwrap_err();
+        let err = check_refused(err, &target, Some(Step::Write), efbig_kind());
+        assert_eq!(err.raw_os_error(), Some(efbig()));
+        // Streaming: the error comes out of `Write`, wrapping ours.
+        let mut f = AtomicFile::create(&target).unwrap();
+        let io_err = f.write_all(&big).unwrap_err();
+        assert_eq!(
+            io_err.raw_os_error(),
+            None,
+            "wrapped, not the bare OS error"
+        );
+        let inner = io_err.get_ref().unwrap().downcast_ref::<Error>().unwrap();
+        assert_eq!(inner.step(), Some(Step::Write));
+        assert_eq!(inner.raw_os_error(), Some(efbig()));
+        f.discard().unwrap();
+        // Within the limit everything still works.
+        crashsafe::write(dir.join("small"), b"fits").unwrap();
+    }
+
+    #[test]
+    fn write_failure_removes_the_temp() {
+        const NAME: &str = "write_failure_removes_the_temp";
+        if let Some(dir) = std::env::var_os(FSIZE_ENV) {
+            return write_past_the_size_limit(Path::new(&dir));
+        }
+        let fx = Fixture::new();
+        fx.file_with_mode("t", b"old", 0o640);
+        let mut before = fx.snapshot();
+        let test = test_name(module_path!(), NAME);
+        let run = run_child(&Child {
+            test: &test,
+            envs: vec![(FSIZE_ENV, fx.root().as_os_str())],
+            user: None,
+            ignore_sigxfsz: true,
+        });
+        assert!(matches!(run, ChildRun::Passed));
+        let after = fx.snapshot();
+        assert_eq!(fs::read(fx.path("small")).unwrap(), b"fits");
+        before.insert("small".into(), after[Path::new("small")].clone());
+        assert_eq!(after, before);
+    }
+
+    const STICKY_ENV: &str = "CRASHSAFE_TEST_STICKY_DIR";
+
+    /// The child's part, as nobody: in a sticky directory a file owned by
+    /// someone else cannot be renamed over, so the replace fails at the
+    /// rename, after write, mode and fsync.
+    fn rename_over_a_foreign_file(dir: &Path) {
+        assert!(!is_root());
+        let target = dir.join("t");
+        let err = crashsafe::write(&target, b"new").unwrap_err();
+        check_refused(
+            err,
+            &target,
+            Some(Step::Rename),
+            io::ErrorKind::PermissionDenied,
+        );
+        let mut f = AtomicFile::create(&target).unwrap();
+        f.write_all(b"new").unwrap();
+        let err = f.commit().unwrap_err();
+        check_refused(
+            err,
+            &target,
+            Some(Step::Rename),
+            io::ErrorKind::PermissionDenied,
+        );
+        // Its own file in the same directory is replaced as usual.
+        let mine = dir.join("mine");
+        crashsafe::write(&mine, b"one").unwrap();
+        crashsafe::write(&mine, b"two").unwrap();
+    }
+
+    #[test]
+    fn rename_failure_removes_the_temp() {
+        const NAME: &str = "rename_failure_removes_the_temp";
+        if let Some(dir) = std::env::var_os(STICKY_ENV) {
+            return rename_over_a_foreign_file(Path::new(&dir));
+        }
+        if !is_root() {
+            return skip(NAME, "needs root to prepare a file owned by another user");
+        }
+        let fx = Fixture::new();
+        set_mode(fx.root(), 0o1777);
+        fx.file_with_mode("t", b"old", 0o644);
+        let before = fx.snapshot();
+        let test = test_name(module_path!(), NAME);
+        let run = run_child(&Child {
+            test: &test,
+            envs: vec![(STICKY_ENV, fx.root().as_os_str())],
+            user: Some(NOBODY),
+            ignore_sigxfsz: false,
+        });
+        if let ChildRun::CannotStart(e) = run {
+            return skip(NAME, &format!("cannot run the test binary as nobody: {e}"));
+        }
+        let mut after = fx.snapshot();
+        let mine = after
+            .remove(Path::new("mine"))
+            .expect("the child's own file");
+        assert!(matches!(mine, Node::File { ref contents, uid: NOBODY, .. } if contents == b"two"));
+        assert_eq!(after, before);
     }
 }
 

@@ -294,6 +294,9 @@ pub(crate) fn eloop() -> i32 {
 pub(crate) fn enotdir() -> i32 {
     rustix::io::Errno::NOTDIR.raw_os_error()
 }
+pub(crate) fn efbig() -> i32 {
+    rustix::io::Errno::FBIG.raw_os_error()
+}
 pub(crate) fn enametoolong() -> i32 {
     rustix::io::Errno::NAMETOOLONG.raw_os_error()
 }
@@ -366,6 +369,10 @@ pub(crate) struct Child<'a> {
     pub(crate) envs: Vec<(&'a str, &'a OsStr)>,
     /// Run as this uid and gid (needs root).
     pub(crate) user: Option<u32>,
+    /// Start the child with `SIGXFSZ` ignored (through `/bin/sh`, since
+    /// ignored signals survive `exec`), so exceeding `RLIMIT_FSIZE` gives
+    /// `EFBIG` instead of killing it.
+    pub(crate) ignore_sigxfsz: bool,
 }
 
 /// The result of [`run_child`].
@@ -381,7 +388,13 @@ pub(crate) enum ChildRun {
 /// ran and passed. The test decides what to do from `envs`.
 pub(crate) fn run_child(child: &Child<'_>) -> ChildRun {
     let exe = std::env::current_exe().expect("path of the test binary");
-    let mut cmd = Command::new(exe);
+    let mut cmd = if child.ignore_sigxfsz {
+        let mut sh = Command::new("/bin/sh");
+        sh.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""]).arg(exe);
+        sh
+    } else {
+        Command::new(exe)
+    };
     cmd.args(["--exact", child.test, "--test-threads=1", "--nocapture"]);
     for (k, v) in &child.envs {
         cmd.env(k, v);
