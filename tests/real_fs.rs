@@ -597,6 +597,53 @@ mod symlinks {
         assert_eq!(mode_of(&real), 0o640);
     }
 
+    /// `..` in a link is relative to the directory the link really lives in,
+    /// even when the caller reached it through a symlinked directory: a
+    /// lexical clean-up of `dir-link/../x` would pick the wrong `x`.
+    #[test]
+    fn dot_dot_in_a_link_reached_through_a_symlinked_directory() {
+        let fx = Fixture::new();
+        fx.dir("a/b");
+        let real = fx.file_with_mode("a/x", b"old", 0o640);
+        let decoy = fx.file("x", b"decoy");
+        fx.symlink("dir-link", "a/b");
+        let link = fx.symlink("a/b/link", "../x");
+        crashsafe::write(fx.path("dir-link/link"), b"new").unwrap();
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        assert_eq!(mode_of(&real), 0o640);
+        assert_eq!(fs::read(&decoy).unwrap(), b"decoy");
+        assert!(is_symlink(&link));
+    }
+
+    /// Chains are followed as far as the kernel follows them (40 links),
+    /// and a longer chain is refused with `ELOOP`, as `open` would.
+    #[test]
+    fn chain_length_matches_the_kernel() {
+        let fx = Fixture::new();
+        let real = fx.file("real", b"old");
+        let mut prev = "real".to_string();
+        for i in 1..=41 {
+            let name = format!("l{i}");
+            fx.symlink(&name, &prev);
+            prev = name;
+        }
+        // The kernel's own verdicts, for comparison.
+        assert_eq!(fs::read(fx.path("l40")).unwrap(), b"old");
+        let os = fs::read(fx.path("l41")).unwrap_err();
+        assert_eq!(os.raw_os_error(), Some(eloop()));
+        crashsafe::write(fx.path("l40"), b"new").unwrap();
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        let before = fx.snapshot();
+        let err = crashsafe::write(fx.path("l41"), b"newer").unwrap_err();
+        check_refused(
+            err,
+            &fx.path("l41"),
+            Some(Step::ResolveSymlink),
+            err_kind_of_eloop(),
+        );
+        assert_eq!(fx.snapshot(), before);
+    }
+
     #[test]
     fn absolute_link_into_another_directory() {
         let fx = Fixture::new();
