@@ -6,11 +6,13 @@
 //! contents byte for byte, all twelve permission bits, owner, and the inode
 //! (a replace must produce a new one; a refused call must keep the old one).
 //!
-//! Tests that need root (changing owners) print `SKIPPED ...` and return when
-//! not root. Tests that need an unprivileged user (permission denied) rerun
-//! themselves as `nobody` in a child process when root, and print
-//! `SKIPPED ...` if that is impossible. The umask tests rerun themselves in a
-//! child process with a chosen umask, so this process's umask never changes.
+//! Tests that need root (giving files to another user) print `SKIPPED ...`
+//! and return when not root. Tests whose point is an unprivileged caller
+//! (permission denied, best-effort owner, the kernel clearing setuid on
+//! write, a sticky directory) rerun themselves as `nobody` in a child process
+//! when root, and print `SKIPPED ...` if that is impossible. Tests that need
+//! a process-wide setting (umask, `RLIMIT_FSIZE`) also rerun themselves in a
+//! child process, so this multithreaded process never changes it.
 
 #![cfg(unix)]
 
@@ -1422,7 +1424,7 @@ mod names {
     }
 
     #[test]
-    fn name_of_255_bytes_ending_inside_a_multibyte_char_budget() {
+    fn name_of_255_bytes_of_multibyte_characters() {
         // 127 two-byte characters and one byte: the temp name must cut the
         // target name somewhere and still be valid.
         let fx = Fixture::new();

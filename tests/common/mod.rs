@@ -98,8 +98,17 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         // A directory left read-only by a failed test must not stop the
-        // cleanup; ignore errors, the directory may already be gone.
-        let _ = fs::set_permissions(self.root(), fs::Permissions::from_mode(0o700));
+        // cleanup (or the leftover check); errors are ignored here because
+        // the checks below and the tempdir's own removal report what matters.
+        let mut stack = vec![self.root().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+            for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
         if !std::thread::panicking() {
             self.assert_no_temps();
         }
@@ -137,7 +146,7 @@ pub(crate) fn temps_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The number of temp-like names directly in `dir`.
+/// The temp-like names directly in `dir` (not below it).
 pub(crate) fn temps_in(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .expect("list a directory")
