@@ -69,7 +69,10 @@ impl<'a> Input<'a> {
 /// A file name from fuzz bytes: 1 to 255 bytes, no `/` or NUL, never `.` or `..`.
 pub fn file_name(input: &mut Input<'_>) -> OsString {
     let raw = input.bytes(255);
-    let mut name: Vec<u8> = raw.iter().map(|&b| if b == b'/' || b == 0 { b'_' } else { b }).collect();
+    let mut name: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'/' || b == 0 { b'_' } else { b })
+        .collect();
     if name.is_empty() || name == b"." || name == b".." {
         name.insert(0, b'f');
     }
@@ -99,9 +102,15 @@ pub fn temp_name(data: &[u8]) {
     let bytes = temp.as_encoded_bytes();
     assert!(bytes.len() <= 255, "temp name longer than NAME_MAX");
     assert_eq!(bytes[0], b'.', "temp name not hidden");
-    assert!(!bytes.contains(&b'/') && !bytes.contains(&0), "separator or NUL in temp name");
+    assert!(
+        !bytes.contains(&b'/') && !bytes.contains(&0),
+        "separator or NUL in temp name"
+    );
     assert_ne!(temp, name.as_os_str(), "temp name equals the target name");
-    assert!(crate::temp_name::is_temp_name(&temp), "sweep would not recognise the temp");
+    assert!(
+        crate::temp_name::is_temp_name(&temp),
+        "sweep would not recognise the temp"
+    );
     let other = crate::temp_name::temp_name(&name, random ^ (1 << (input.u8() % 60)));
     assert_ne!(temp, other, "different random bits gave the same temp name");
     // The target's own name is a prefix of the temp's, shortened at most.
@@ -174,11 +183,15 @@ pub fn real_fs(data: &[u8]) {
     };
     let is_dir = path.is_dir() && !path.is_symlink();
     let mut opts = Options::new();
-    opts.durability(if input.bool() { Durability::Durable } else { Durability::Consistent })
-        .follow_symlinks(input.u8() % 4 != 0)
-        .create_new(input.u8() % 4 == 0)
-        .backup(input.bool())
-        .unnamed_temp(input.bool());
+    opts.durability(if input.bool() {
+        Durability::Durable
+    } else {
+        Durability::Consistent
+    })
+    .follow_symlinks(input.u8() % 4 != 0)
+    .create_new(input.u8() % 4 == 0)
+    .backup(input.bool())
+    .unnamed_temp(input.bool());
     if input.bool() {
         opts.mode(0o600 | u32::from(input.u8() & 0o77));
     }
@@ -210,7 +223,11 @@ pub fn real_fs(data: &[u8]) {
     });
     // Where the content lands: a followed symlink replaces its target file.
     let followed = opts.follow_symlinks && path.is_symlink();
-    let landed = if followed { other.join("real") } else { path.clone() };
+    let landed = if followed {
+        other.join("real")
+    } else {
+        path.clone()
+    };
     let link_target_before = std::fs::read(other.join("real")).ok();
     match outcome {
         Ok(true) => {
@@ -220,21 +237,38 @@ pub fn real_fs(data: &[u8]) {
                 assert!(path.is_symlink(), "the followed symlink was replaced");
             } else {
                 let after = std::fs::read(other.join("real")).ok();
-                assert_eq!(after, link_target_before, "a replaced link changed its old target");
+                assert_eq!(
+                    after, link_target_before,
+                    "a replaced link changed its old target"
+                );
             }
         }
         Ok(false) => {
             if let Some(old) = &old {
-                assert_eq!(&std::fs::read(&landed).expect("read old"), old, "discard changed the target");
+                assert_eq!(
+                    &std::fs::read(&landed).expect("read old"),
+                    old,
+                    "discard changed the target"
+                );
             }
         }
         Err(e) => {
             assert_eq!(e.target(), path, "error names another path");
-            assert!(!e.target_replaced(), "a healthy filesystem failed after the rename: {e}");
+            assert!(
+                !e.target_replaced(),
+                "a healthy filesystem failed after the rename: {e}"
+            );
             let shown = e.to_string();
-            assert!(shown.contains(&*path.to_string_lossy()), "message lacks the path: {shown}");
+            assert!(
+                shown.contains(&*path.to_string_lossy()),
+                "message lacks the path: {shown}"
+            );
             if let Some(old) = &old {
-                assert_eq!(&std::fs::read(&landed).expect("read old"), old, "failed call changed the target");
+                assert_eq!(
+                    &std::fs::read(&landed).expect("read old"),
+                    old,
+                    "failed call changed the target"
+                );
             }
         }
     }
@@ -273,7 +307,10 @@ mod tests {
 
     fn replay(target: &str, run: fn(&[u8])) {
         let inputs = saved_inputs(target);
-        assert!(!inputs.is_empty(), "no saved inputs for {target}: the seed corpus is missing");
+        assert!(
+            !inputs.is_empty(),
+            "no saved inputs for {target}: the seed corpus is missing"
+        );
         for (path, data) in inputs {
             let result = std::panic::catch_unwind(|| run(&data));
             assert!(result.is_ok(), "{target} fails on {}", path.display());

@@ -436,10 +436,9 @@ impl<S: Sys> Replace<S> {
         let Some(file) = &self.file else {
             return Err(self.closed(Step::SetMode));
         };
-        let mut chowned = false;
         if let (Some(old), true) = (self.old, self.opts.preserve_owner) {
             match self.sys.set_owner(file, old.uid, old.gid) {
-                Ok(()) => chowned = true,
+                Ok(()) => {}
                 // Not root: we may not give the file away. Best effort, as documented.
                 Err(e)
                     if matches!(
@@ -450,9 +449,12 @@ impl<S: Sys> Replace<S> {
             }
         }
         let mode = match (self.opts.mode, self.old) {
-            // Created with this mode already; only a chown that cleared
-            // setuid/setgid needs them put back (the umask never masks them).
-            (Some(mode), _) if chowned && mode & 0o7000 != 0 => {
+            // Created with this mode already, but setuid/setgid may be gone:
+            // a chown clears them, and so does every write by a process
+            // without CAP_FSETID (any non-root caller). Put the special bits
+            // back, keeping the umask-masked low bits (the umask never masks
+            // the special ones).
+            (Some(mode), _) if mode & 0o7000 != 0 => {
                 let st = self
                     .sys
                     .stat_file(file)
