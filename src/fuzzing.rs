@@ -207,11 +207,13 @@ pub fn real_fs(data: &[u8]) {
             let chunk = input.bytes(512);
             file.write_all(chunk).expect("write to a healthy temp");
             // An empty write past the end does not extend the file.
-            if !chunk.is_empty() && expected.len() < pos + chunk.len() {
-                expected.resize(pos + chunk.len(), 0);
+            if !chunk.is_empty() {
+                if expected.len() < pos + chunk.len() {
+                    expected.resize(pos + chunk.len(), 0);
+                }
+                expected[pos..pos + chunk.len()].copy_from_slice(chunk);
+                pos += chunk.len();
             }
-            expected[pos..pos + chunk.len()].copy_from_slice(chunk);
-            pos += chunk.len();
         }
         match input.u8() % 8 {
             0 => file.discard().map(|()| false),
