@@ -92,8 +92,11 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// One contender: writes a whole batch of round `usize` into the directory.
+type Run = fn(&Path, usize);
+
 fn bench_in(dir: &Path, label: &str, rounds: usize) {
-    let kinds: [(&str, fn(&Path, usize)); 3] = [
+    let kinds: [(&str, Run); 3] = [
         ("batch", run_batch),
         ("floor", run_floor),
         ("singles", run_singles),
@@ -127,6 +130,7 @@ fn bench_in(dir: &Path, label: &str, rounds: usize) {
 
 fn fs_type(dir: &Path) -> String {
     match rustix::fs::statfs(dir) {
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
         Ok(st) => match st.f_type as i64 {
             0xEF53 => "ext4".into(),
             0x0102_1994 => "tmpfs".into(),
