@@ -252,14 +252,16 @@ impl Sys for RealSys {
 
     fn random(&self) -> u64 {
         // A process-wide SipHash key drawn from the OS once, applied to a
-        // counter and the clock: unpredictable to other users, no syscall per name.
+        // counter and the clock: unpredictable to other users, no syscall
+        // per name. A forked child shares the key and counter, so two
+        // processes may rarely draw the same name: O_EXCL then fails and
+        // the protocol draws again.
         static KEYS: OnceLock<RandomState> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
         h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         h.write_u128(now.map(|d| d.as_nanos()).unwrap_or(0));
-        h.write_u32(std::process::id());
         h.finish()
     }
 }
