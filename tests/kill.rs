@@ -125,16 +125,6 @@ fn writer_child() {
     }
 }
 
-/// Sets the flag when dropped, so reader threads stop even if the main
-/// loop panics (a scoped thread would otherwise wait for them forever).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Shared between the kill loop and the readers.
 struct Shared {
     stop: AtomicBool,
@@ -157,7 +147,7 @@ fn kill_loop(test: &str, dir: &Path, cfg: Config) -> Stats {
     };
     let mut stats = Stats::default();
     thread::scope(|s| {
-        let _stop = StopOnDrop(&shared.stop);
+        let _stop = common::StopOnDrop(&shared.stop);
         for _ in 0..READERS {
             s.spawn(|| reader(&path, &shared));
         }

@@ -10,6 +10,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// The environment variable that turns a test into a child process's body.
@@ -87,6 +88,16 @@ pub(crate) fn kill_and_reap(child: &mut Child) {
         Some(9),
         "child {status:?} should have been killed, it ended on its own"
     );
+}
+
+/// Sets the flag when dropped, so reader threads stop even if the main
+/// loop panics (a scoped thread would otherwise wait for them forever).
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// A count from the environment (`CRASHSAFE_KILLS=1000`), or `default`.
