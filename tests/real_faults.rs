@@ -1,13 +1,15 @@
 //! Real faults from real filesystems, not simulated ones:
 //!
-//! - disk full (`ENOSPC`) on a 1 MiB tmpfs, for `write` and streaming;
+//! - disk full (`ENOSPC`) on a 1 MiB tmpfs and on a loop-mounted 16 MiB
+//!   ext4, for `write` and streaming;
 //! - file too large (`EFBIG`) through `RLIMIT_FSIZE` in a child process
 //!   (`ulimit -f` with `SIGXFSZ` ignored, set up by `sh`; no root needed);
 //! - a read-only filesystem (`EROFS`), for every entry point.
 //!
 //! In each case the error names the failed step, the old content is intact
-//! and no temp is left behind. Mounting needs root: without it the tmpfs
-//! tests print why they skipped and pass.
+//! and no temp is left behind. Mounting needs root (and, for ext4,
+//! `mkfs.ext4` and a loop device): without them those tests print why they
+//! skipped and pass.
 #![cfg(unix)]
 
 mod common;
@@ -25,9 +27,9 @@ const ENOSPC: i32 = 28;
 const EFBIG: i32 = 27;
 const EROFS: i32 = 30;
 
-/// Mounts a tmpfs, or prints why the test is skipped.
-fn mount_or_skip(test: &str, options: &str) -> Option<Mount> {
-    match Mount::tmpfs(options) {
+/// The mount, or `None` after printing why the test is skipped.
+fn mount_or_skip(test: &str, mount: Result<Mount, String>) -> Option<Mount> {
+    match mount {
         Ok(m) => Some(m),
         Err(why) => {
             println!("skipped: {test}: {why}");
@@ -74,13 +76,8 @@ fn fill(dir: &Path) {
     }
 }
 
-#[test]
-fn disk_full_write_keeps_old_content() {
-    let test = "disk_full_write_keeps_old_content";
-    let Some(mount) = mount_or_skip(test, "size=1m") else {
-        return;
-    };
-    let dir = mount.path();
+/// `write` (named and O_TMPFILE temps) into a full filesystem.
+fn check_disk_full_write(dir: &Path) {
     let target = dir.join("target");
     fs::write(&target, "old").unwrap();
     fill(dir);
@@ -90,30 +87,26 @@ fn disk_full_write_keeps_old_content() {
         assert_failed_at(&err, &[Step::Write, Step::SyncTemp], ENOSPC, &target);
         assert_eq!(err.kind(), ErrorKind::StorageFull);
         assert_eq!(fs::read(&target).unwrap(), b"old");
-        assert_eq!(common::names(dir), ["filler", "target"]);
+        assert_eq!(visible_names(dir), ["filler", "target"]);
     }
     // With room again the same write succeeds: it was the space.
     fs::remove_file(dir.join("filler")).unwrap();
     crashsafe::write(&target, &payload).unwrap();
     assert_eq!(fs::read(&target).unwrap(), payload);
-    assert_eq!(common::names(dir), ["target"]);
+    assert_eq!(visible_names(dir), ["target"]);
+    fs::remove_file(&target).unwrap();
 }
 
-#[test]
-fn disk_full_streaming_keeps_old_content() {
-    let test = "disk_full_streaming_keeps_old_content";
-    let Some(mount) = mount_or_skip(test, "size=1m") else {
-        return;
-    };
-    let dir = mount.path();
-    let target = dir.join("target");
+/// `AtomicFile` streaming into a full filesystem.
+fn check_disk_full_streaming(dir: &Path) {
+    let target = dir.join("streamed");
     fs::write(&target, "old").unwrap();
     fill(dir);
     // Stream until the filesystem refuses; the caller sees the step.
     let mut file = AtomicFile::create(&target).unwrap();
     let chunk = [b's'; 4096];
-    let failure = (0..256).find_map(|_| file.write_all(&chunk).err());
-    let e = failure.expect("1 MiB streamed into a full 1 MiB tmpfs");
+    let failure = (0..1024).find_map(|_| file.write_all(&chunk).err());
+    let e = failure.expect("4 MiB streamed into a full filesystem");
     assert_eq!(e.kind(), ErrorKind::StorageFull);
     assert_failed_at(inner(&e), &[Step::Write], ENOSPC, &target);
     // Committing anyway fails too (the buffered bytes still do not fit),
@@ -121,20 +114,48 @@ fn disk_full_streaming_keeps_old_content() {
     let err = file.commit().unwrap_err();
     assert_failed_at(&err, &[Step::Write, Step::SyncTemp], ENOSPC, &target);
     assert_eq!(fs::read(&target).unwrap(), b"old");
-    assert_eq!(common::names(dir), ["filler", "target"]);
+    assert_eq!(visible_names(dir), ["filler", "streamed"]);
 
     // Dropping after the failure removes the temp as well.
     let mut file = AtomicFile::create(&target).unwrap();
-    assert!((0..256).any(|_| file.write_all(&chunk).is_err()));
+    assert!((0..1024).any(|_| file.write_all(&chunk).is_err()));
     drop(file);
     assert_eq!(fs::read(&target).unwrap(), b"old");
-    assert_eq!(common::names(dir), ["filler", "target"]);
+    assert_eq!(visible_names(dir), ["filler", "streamed"]);
+    fs::remove_file(dir.join("filler")).unwrap();
+}
+
+/// Names in `dir` but ext4's `lost+found`.
+fn visible_names(dir: &Path) -> Vec<String> {
+    let mut names = common::names(dir);
+    names.retain(|n| n != "lost+found");
+    names
+}
+
+#[test]
+fn disk_full_on_tmpfs_keeps_old_content() {
+    let test = "disk_full_on_tmpfs_keeps_old_content";
+    let Some(mount) = mount_or_skip(test, Mount::tmpfs("size=1m")) else {
+        return;
+    };
+    check_disk_full_write(mount.path());
+    check_disk_full_streaming(mount.path());
+}
+
+#[test]
+fn disk_full_on_ext4_keeps_old_content() {
+    let test = "disk_full_on_ext4_keeps_old_content";
+    let Some(mount) = mount_or_skip(test, Mount::ext4_loop(16)) else {
+        return;
+    };
+    check_disk_full_write(mount.path());
+    check_disk_full_streaming(mount.path());
 }
 
 #[test]
 fn read_only_filesystem_changes_nothing() {
     let test = "read_only_filesystem_changes_nothing";
-    let Some(mount) = mount_or_skip(test, "size=1m") else {
+    let Some(mount) = mount_or_skip(test, Mount::tmpfs("size=1m")) else {
         return;
     };
     let dir = mount.path();

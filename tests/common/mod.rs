@@ -311,19 +311,38 @@ impl Mount {
             return Err("mounting a filesystem needs root".into());
         }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
+        run(Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+            .arg(dir.path()))?;
         Ok(Mount {
             path: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    /// Mounts a fresh ext4 image of `size_mib` through a loop device, or
+    /// explains why not.
+    pub(crate) fn ext4_loop(size_mib: u64) -> Result<Mount, String> {
+        if !is_root() {
+            return Err("mounting a filesystem needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("ext4.img");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        let file = fs::File::create(&image).map_err(|e| e.to_string())?;
+        file.set_len(size_mib << 20).map_err(|e| e.to_string())?;
+        drop(file);
+        // -m 0: no blocks reserved for root, so "full" means full.
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&image))?;
+        run(Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(&image)
+            .arg(&mnt))?;
+        Ok(Mount {
+            path: mnt,
             _dir: dir,
         })
     }
@@ -345,6 +364,18 @@ impl Mount {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Runs a setup command; its failure (or absence) is the reason to skip.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{cmd:?} failed: {}", err.trim()));
+    }
+    Ok(())
 }
 
 impl Drop for Mount {
