@@ -51,8 +51,9 @@ fn assert_failed_at(err: &Error, steps: &[Step], errno: i32, target: &Path) {
     assert_eq!(err.target(), target);
     // The message names the step and the file.
     let msg = err.to_string();
+    let step = err.step().unwrap().to_string();
+    assert!(msg.starts_with(&format!("failed to {step} for ")), "{msg}");
     assert!(msg.contains(&target.display().to_string()), "{msg}");
-    assert!(msg.starts_with("failed to "), "{msg}");
 }
 
 /// The crate's error inside an `io::Error` from `AtomicFile`'s `Write`.

@@ -34,13 +34,14 @@ pub(crate) fn child_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("child needs {name}"))
 }
 
-/// Prints one report line and flushes it (println! on a pipe is line
-/// buffered only through our explicit flush).
+/// Prints one report line in a single `write` (atomic on a pipe, so a
+/// SIGKILL never leaves half a report) and flushes it.
 pub(crate) fn report(line: &str) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
     // The leading newline ends whatever libtest printed before.
-    writeln!(out, "\n{REPORT}{line}").expect("parent went away");
+    let text = format!("\n{REPORT}{line}\n");
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).expect("parent went away");
     out.flush().expect("parent went away");
 }
 
