@@ -98,9 +98,13 @@ mod error;
 mod file;
 mod options;
 mod protocol;
+#[cfg(all(unix, any(test, feature = "sim")))]
+pub mod sim;
 mod sys;
 mod target;
 mod temp_name;
+#[cfg(all(test, unix))]
+mod tests;
 
 use std::path::Path;
 
