@@ -221,6 +221,33 @@ impl Case {
         out
     }
 
+    /// The exhaustive suite: [`Case::matrix`] × payloads of 0, 1, 512 and
+    /// 5000 bytes (empty, one byte, one sector, many sectors) × `write` or
+    /// streaming. 192 cases.
+    pub fn suite() -> Vec<Case> {
+        let mut out = Vec::new();
+        for case in Case::matrix() {
+            for payload_len in [0, 1, 512, 5000] {
+                for streaming in [false, true] {
+                    out.push(Case {
+                        payload_len,
+                        streaming,
+                        ..case.clone()
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The same case run by a broken protocol variant.
+    pub fn with_broken(&self, broken: Option<Broken>) -> Case {
+        Case {
+            broken,
+            ..self.clone()
+        }
+    }
+
     /// The options the replace runs with.
     pub fn options(&self) -> Options {
         let mut opts = Options::new();
@@ -433,7 +460,18 @@ fn volatile_temps(sim: &SimFs) -> Vec<OsString> {
 
 /// Runs `case` once and returns the simulator and the oracle for it.
 pub fn run_case(case: &Case, seed: u64) -> (SimFs, Oracle, Result<(), Error>) {
+    run_case_with(case, seed, |_| {})
+}
+
+/// As [`run_case`], with `prepare` run on the simulator before the replace
+/// (to plan faults or change knobs).
+pub fn run_case_with(
+    case: &Case,
+    seed: u64,
+    prepare: impl FnOnce(&SimFs),
+) -> (SimFs, Oracle, Result<(), Error>) {
     let sim = case.setup(seed);
+    prepare(&sim);
     let result = case.run(&sim);
     let expected = case.expected();
     let oracle = Oracle {
@@ -514,6 +552,73 @@ pub fn explore_case(case: &Case, model: Model, budget: &Budget) -> Report {
         });
     }
     report
+}
+
+/// The outcome of checking many cases in one model.
+#[derive(Clone, Debug, Default)]
+pub struct Sweep {
+    /// Everything visited and every violation.
+    pub report: Report,
+    /// The case of the first violation.
+    pub first_case: Option<Case>,
+    /// The first violation seen in a crash image (not in the volatile view
+    /// or the trace), with its case: where a model catches the mistake.
+    pub first_crash: Option<(Case, Violation)>,
+}
+
+/// Faults a variant needs to show its mistake: the retry-after-`EIO`
+/// variant only differs once the first `fsync` fails.
+pub fn prepare_for(broken: Option<Broken>) -> impl Fn(&SimFs) {
+    move |sim: &SimFs| {
+        if broken == Some(Broken::RetrySync) {
+            sim.fail_first(super::Call::SyncFile, super::errnos::EIO);
+        }
+    }
+}
+
+/// Checks every case of `cases` (run by `broken`, or the real protocol) in
+/// `model`: volatile view, every crash point, every image.
+pub fn sweep(broken: Option<Broken>, model: Model, cases: &[Case], budget: &Budget) -> Sweep {
+    let mut sweep = Sweep::default();
+    for case in cases {
+        let case = case.with_broken(broken);
+        let (sim, oracle, result) = run_case_with(&case, budget.seed, prepare_for(broken));
+        let mut report = check_images(&sim, &oracle, model, budget);
+        if let (None, Some(v)) = (&sweep.first_crash, &report.first) {
+            sweep.first_crash = Some((case.clone(), v.clone()));
+        }
+        if let Some(v) = check_volatile(&sim, &oracle, &result) {
+            report.note(v);
+        }
+        if let Some(v) = check_trace(&sim) {
+            report.note(v);
+        }
+        if report.violations > 0 && sweep.first_case.is_none() {
+            sweep.first_case = Some(case.clone());
+        }
+        sweep.report.merge(report);
+    }
+    sweep
+}
+
+/// Honest errors (§2.5 invariant 4): a failed `fsync` of the temp is never
+/// followed by a rename or link.
+pub fn check_trace(sim: &SimFs) -> Option<Violation> {
+    let trace = sim.trace();
+    let failed = trace
+        .iter()
+        .position(|t| t.call == super::Call::SyncFile && t.result.is_err())?;
+    let publish = trace[failed..].iter().find(|t| {
+        matches!(
+            t.call,
+            super::Call::RenameAt | super::Call::RenameNoreplaceAt | super::Call::LinkAt
+        )
+    })?;
+    Some(Violation {
+        model: None,
+        point: format!("#{failed} sync_file"),
+        message: format!("a failed fsync was followed by {publish}"),
+    })
 }
 
 /// A short text for a temp name (for messages).
