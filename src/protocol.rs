@@ -241,13 +241,17 @@ impl<S: Sys> Replace<S> {
     pub(crate) fn write_all_and_commit(mut self, contents: &[u8]) -> Result<(), Error> {
         match self.write_all(contents) {
             Ok(()) => self.commit(),
-            Err(e) => {
-                if let Some(file) = self.file.take() {
-                    self.sys.close(file);
-                }
-                Err(self.abort(e))
-            }
+            Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Gives up after `err` (a failed write): closes and removes the temp,
+    /// and says so in the error if the temp could not be removed.
+    pub(crate) fn fail(mut self, err: Error) -> Error {
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
+        }
+        self.abort(err)
     }
 
     /// Steps 5-8: metadata, fsync, rename, directory fsync.
