@@ -75,6 +75,9 @@ pub struct Case {
     pub payload_len: usize,
     /// Through `open` + `Write` + `commit` instead of `write`.
     pub streaming: bool,
+    /// Run as an ordinary user ([`USER_ID`](super::USER_ID)) who owns the
+    /// directories and the old file, instead of root.
+    pub user: bool,
     /// A deliberately broken protocol variant.
     pub broken: Option<Broken>,
 }
@@ -88,11 +91,12 @@ impl fmt::Display for Case {
         };
         write!(
             f,
-            "{} {reach} {:?}{}{} {}B",
+            "{} {reach} {:?}{}{}{} {}B",
             if self.present { "present" } else { "absent" },
             self.durability,
             if self.create_new { " create_new" } else { "" },
             if self.streaming { " streaming" } else { "" },
+            if self.user { " user" } else { "" },
             self.payload_len,
         )
     }
@@ -212,6 +216,7 @@ impl Case {
                             reach,
                             payload_len: PAYLOAD_LEN,
                             streaming: false,
+                            user: false,
                             broken: None,
                         });
                     }
@@ -259,10 +264,11 @@ impl Case {
     }
 
     /// The starting state: `/d`, `/e`, the old file and the link, all
-    /// durable; the writer is root with umask 022.
+    /// durable; the writer is root (or the user) with umask 022.
     pub fn setup(&self, seed: u64) -> SimFs {
         let sim = SimFs::new(seed);
-        sim.set_identity(0, 0, true);
+        let (uid, gid) = self.writer();
+        sim.set_identity(uid, gid, !self.user);
         sim.mkdir("/d", 0o755).expect("fresh fs");
         sim.mkdir("/e", 0o755).expect("fresh fs");
         let file = match self.reach {
@@ -273,11 +279,26 @@ impl Case {
             sim.symlink("/d/a", LINK_TARGET).expect("fresh fs");
         }
         if self.present {
-            let (uid, gid) = OLD_OWNER;
+            let (uid, gid) = self.old_owner();
             sim.put_file(file, OLD_CONTENT, OLD_MODE, uid, gid)
                 .expect("fresh fs");
         }
         sim
+    }
+
+    /// Who runs the replace.
+    fn writer(&self) -> (u32, u32) {
+        if self.user {
+            (super::USER_ID, super::USER_ID)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Who owns the old file: someone else when root writes, so a lost
+    /// `fchown` shows; the user when the user writes.
+    fn old_owner(&self) -> (u32, u32) {
+        if self.user { self.writer() } else { OLD_OWNER }
     }
 
     /// The expected outcome.
@@ -293,8 +314,8 @@ impl Case {
                     Version::File {
                         data: OLD_CONTENT.to_vec(),
                         mode: OLD_MODE,
-                        uid: OLD_OWNER.0,
-                        gid: OLD_OWNER.1,
+                        uid: self.old_owner().0,
+                        gid: self.old_owner().1,
                     }
                 } else {
                     Version::Absent
@@ -305,7 +326,7 @@ impl Case {
         };
         let (mode, uid, gid) = match old {
             Version::File { mode, uid, gid, .. } => (mode, uid, gid),
-            _ => (NEW_MODE, 0, 0),
+            _ => (NEW_MODE, self.writer().0, self.writer().1),
         };
         let new = Version::File {
             data: payload(self.payload_len, 1),

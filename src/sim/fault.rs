@@ -17,6 +17,9 @@ pub enum Trigger {
     Nth(usize),
     /// The first call of this kind made after the fault was planned.
     First(Call),
+    /// The first call of this kind with a trace index above `index` (for a
+    /// second fault in the cleanup after a first one).
+    FirstAfter(Call, usize),
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +55,7 @@ impl FaultPlan {
                 && match f.trigger {
                     Trigger::Nth(n) => n == index,
                     Trigger::First(kind) => kind == call,
+                    Trigger::FirstAfter(kind, after) => kind == call && index > after,
                 }
         })?;
         fault.fired = true;

@@ -442,6 +442,11 @@ impl SimFs {
         self.lock().faults.add(Trigger::First(call), errno);
     }
 
+    /// Makes the first call of kind `call` after call number `n` fail.
+    pub fn fail_first_after(&self, call: Call, n: usize, errno: i32) {
+        self.lock().faults.add(Trigger::FirstAfter(call, n), errno);
+    }
+
     /// How many planned faults have fired.
     pub fn faults_fired(&self) -> usize {
         self.lock().faults.fired()

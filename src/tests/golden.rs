@@ -16,6 +16,7 @@ fn case(present: bool, durability: Durability, create_new: bool, reach: Reach) -
         reach,
         payload_len: 5,
         streaming: false,
+        user: false,
         broken: None,
     }
 }
