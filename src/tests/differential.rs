@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -106,6 +106,9 @@ trait World {
         opts: &Options,
         end: Option<bool>,
     ) -> Result<(), Error>;
+    /// open, write `data`, seek back and overwrite, seek past the end and
+    /// write (a hole), then commit.
+    fn seeking(&self, rel: &str, data: &[u8], opts: &Options) -> Result<(), Error>;
     fn tree(&self) -> BTreeMap<String, Entry>;
 }
 
@@ -148,6 +151,10 @@ impl World for Real {
             Some(false) => file.discard(),
             None => Ok(()),
         }
+    }
+    fn seeking(&self, rel: &str, data: &[u8], opts: &Options) -> Result<(), Error> {
+        let file = opts.open(self.root.join(rel))?;
+        seek_writes(file, data, |f| f.commit())
     }
     fn tree(&self) -> BTreeMap<String, Entry> {
         let mut out = BTreeMap::new();
@@ -220,6 +227,10 @@ impl World for Sim {
             None => Ok(()),
         }
     }
+    fn seeking(&self, rel: &str, data: &[u8], opts: &Options) -> Result<(), Error> {
+        let file = self.sim.open(self.root.join(rel), opts)?;
+        seek_writes(file, data, |f| f.commit())
+    }
     fn tree(&self) -> BTreeMap<String, Entry> {
         let mut out = BTreeMap::new();
         self.walk(&self.root, "", &mut out);
@@ -250,6 +261,22 @@ impl Sim {
             out.insert(rel, e);
         }
     }
+}
+
+/// The same seeks and writes on either kind of file.
+fn seek_writes<F: Write + Seek>(
+    mut file: F,
+    data: &[u8],
+    commit: impl FnOnce(F) -> Result<(), Error>,
+) -> Result<(), Error> {
+    file.write_all(data).unwrap();
+    file.seek(SeekFrom::Start(1)).unwrap();
+    file.write_all(b"XY").unwrap();
+    file.seek(SeekFrom::End(3)).unwrap();
+    file.write_all(b"tail").unwrap();
+    file.seek(SeekFrom::Current(-2)).unwrap();
+    file.write_all(b"!").unwrap();
+    commit(file)
 }
 
 fn ids() -> (u32, u32) {
@@ -315,7 +342,8 @@ struct Op {
     follow: bool,
     durable: bool,
     mode: Option<u32>,
-    /// 0: write; 1: stream + commit; 2: stream + discard; 3: stream + drop.
+    /// 0: write; 1: stream + commit; 2: stream + discard; 3: stream + drop;
+    /// 4: seeks and overwrites, then commit.
     how: u8,
 }
 
@@ -327,7 +355,7 @@ fn op() -> impl Strategy<Value = Op> {
         any::<bool>(),
         any::<bool>(),
         prop::option::of(prop_oneof![Just(0o600u32), Just(0o644), Just(0o4755)]),
-        0..4u8,
+        0..5u8,
     )
         .prop_map(|(target, len, create_new, follow, durable, mode, how)| Op {
             target,
@@ -358,7 +386,8 @@ fn apply(w: &dyn World, op: &Op, tag: u8) -> Outcome {
         0 => w.write(rel, &data, &opts),
         1 => w.stream(rel, &data, &opts, Some(true)),
         2 => w.stream(rel, &data, &opts, Some(false)),
-        _ => w.stream(rel, &data, &opts, None),
+        3 => w.stream(rel, &data, &opts, None),
+        _ => w.seeking(rel, &data, &opts),
     })
 }
 

@@ -281,7 +281,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
 
 fn config() -> Config {
     Config {
-        cases: 160,
+        cases: 256,
         failure_persistence: None,
         rng_seed: RngSeed::Fixed(0xc0ffee),
         ..Config::default()

@@ -16,7 +16,8 @@
 //! Enumeration is exhaustive while a point has at most
 //! [`Budget::exhaustive_max`] images; beyond that it samples
 //! [`Budget::samples`] of them with a generator seeded from
-//! [`Budget::seed`] and the point, so a run is replayable from the seed.
+//! [`Budget::seed`] and the point, prints that seed to stderr, and so a run
+//! is replayable from the seed.
 
 pub(crate) mod conservative;
 pub(crate) mod ext4;
@@ -230,6 +231,14 @@ pub(crate) fn explore(
             keep_going = visit(&point, fs);
             keep_going
         });
+        if sampled {
+            // The seed is all it takes to see these same images again.
+            eprintln!(
+                "crashsafe sim: sampled {images} crash images at {point} in {model} \
+                 (Budget.seed {:#x})",
+                budget.seed
+            );
+        }
         stats.points += 1;
         stats.images += images;
         stats.sampled_points += u64::from(sampled);
