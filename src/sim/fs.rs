@@ -380,6 +380,7 @@ impl Fs {
         }
         for ino in dangling {
             *names.entry(ino).or_insert(0) += 1;
+            self.next_ino = self.next_ino.max(ino + 1);
             self.inodes.entry(ino).or_insert(Inode {
                 node: Node::File {
                     data: Vec::new(),

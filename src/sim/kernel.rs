@@ -239,6 +239,7 @@ impl State {
             self.config.cred.gid
         };
         let ino = self.volatile.alloc_ino();
+        assert!(self.volatile.get(ino).is_none(), "inode {ino} reused");
         let mode = mode & !self.config.umask & 0o7777;
         let uid = self.config.cred.uid;
         self.emit(

@@ -517,7 +517,10 @@ impl SimFs {
         images
             .into_iter()
             .enumerate()
-            .map(|(i, fs)| {
+            .map(|(i, mut fs)| {
+                // Inode numbers are never reused in a lineage: an image may
+                // lack inodes the volatile view had already numbered.
+                fs.next_ino = fs.next_ino.max(st.volatile.next_ino);
                 let mut seed = st.seed ^ (effects as u64) << 20 ^ i as u64;
                 let seed = splitmix(&mut seed);
                 SimFs::from_state(State::new(seed, fs, st.config))

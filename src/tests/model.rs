@@ -342,3 +342,22 @@ fn chown_clears_setuid_and_an_unlinked_open_file_lives_on() {
     sim.close(f);
     assert!(sim.lock().volatile.inodes.len() == 3, "root, /d, /d/x");
 }
+
+#[test]
+fn a_recovered_state_never_reuses_an_inode_number() {
+    // Regression: fsck gave a dangling name an inode without advancing the
+    // inode counter, and the next create on the recovered state reused it.
+    let sim = with_old();
+    let d = sim.open_dir(Path::new("/d")).unwrap();
+    let _t = sim.create_at(&d, OsStr::new("t"), 0o644).unwrap();
+    sim.sync_dir(&d).unwrap();
+    let image = sim
+        .crash_images(CONSERVATIVE)
+        .into_iter()
+        .find(|i| i.stat("/d/t").is_ok_and(|st| st.mode == 0))
+        .expect("the name without its inode");
+    let d = image.open_dir(Path::new("/d")).unwrap();
+    let _u = image.create_at(&d, OsStr::new("u"), 0o640).unwrap();
+    assert_eq!(image.stat("/d/u").unwrap().mode, 0o640 & !0o022);
+    assert_eq!(image.stat("/d/t").unwrap().mode, 0);
+}
