@@ -182,16 +182,21 @@ impl State {
             .walk(dir, name.as_encoded_bytes(), follow, self.cred())
     }
 
-    /// The parent and last name of `name` relative to `dir`, checking the
-    /// write permission a create, rename or unlink needs.
-    fn parent_for_change(&self, dir: Ino, name: &OsStr) -> Result<(Ino, OsString), Errno> {
-        let (parent, last) =
-            self.volatile
-                .walk_parent(dir, name.as_encoded_bytes(), self.cred())?;
-        if !self.volatile.may(parent, Access::Write, self.cred()) {
-            return Err(errno::ACCESS);
+    /// The parent and last name of `name` relative to `dir`.
+    fn parent_of(&self, dir: Ino, name: &OsStr) -> Result<(Ino, OsString), Errno> {
+        self.volatile
+            .walk_parent(dir, name.as_encoded_bytes(), self.cred())
+    }
+
+    /// The write permission on `parent` that adding or removing a name
+    /// needs. Linux checks it after the lookups, so a missing name is
+    /// `ENOENT` and a taken one `EEXIST` even in a read-only directory.
+    fn may_change(&self, parent: Ino) -> Result<(), Errno> {
+        if self.volatile.may(parent, Access::Write, self.cred()) {
+            Ok(())
+        } else {
+            Err(errno::ACCESS)
         }
-        Ok((parent, last))
     }
 
     fn inode_of(&self, handle: &SimHandle) -> Result<Ino, Errno> {
@@ -227,10 +232,11 @@ impl State {
         name: &OsStr,
         mode: u32,
     ) -> Result<SimHandle, Errno> {
-        let (parent, last) = self.parent_for_change(dir, name)?;
+        let (parent, last) = self.parent_of(dir, name)?;
         if self.lookup(dir, name, false).is_ok() {
             return Err(errno::EXIST);
         }
+        self.may_change(parent)?;
         let parent_inode = self.volatile.get(parent).ok_or(errno::NOENT)?;
         // A setgid directory hands its group to new files (BSD semantics).
         let gid = if parent_inode.mode & 0o2000 != 0 {
@@ -347,10 +353,19 @@ impl State {
         to: &OsStr,
         noreplace: bool,
     ) -> Result<(), Errno> {
-        let (from_dir, from_name) = self.parent_for_change(dir, from)?;
-        let (to_dir, to_name) = self.parent_for_change(dir, to)?;
+        let (from_dir, from_name) = self.parent_of(dir, from)?;
+        let (to_dir, to_name) = self.parent_of(dir, to)?;
         let ino = self.lookup(dir, from, false)?;
         let replaced = self.lookup(dir, to, false).ok();
+        if noreplace && replaced.is_some() {
+            return Err(errno::EXIST);
+        }
+        if replaced == Some(ino) {
+            // Two names of one inode: POSIX says do nothing.
+            return Ok(());
+        }
+        self.may_change(from_dir)?;
+        self.may_change(to_dir)?;
         let is_dir = |i: Ino| {
             matches!(
                 self.volatile.get(i).map(|n| &n.node),
@@ -358,13 +373,6 @@ impl State {
             )
         };
         if let Some(old) = replaced {
-            if noreplace {
-                return Err(errno::EXIST);
-            }
-            if old == ino {
-                // Two names of one inode: POSIX says do nothing.
-                return Ok(());
-            }
             match (is_dir(ino), is_dir(old)) {
                 (false, true) => return Err(errno::ISDIR),
                 (true, false) => return Err(errno::NOTDIR),
@@ -403,10 +411,11 @@ impl State {
 
     fn link_at(&mut self, call: usize, dir: Ino, from: &OsStr, to: &OsStr) -> Result<(), Errno> {
         let ino = self.lookup(dir, from, false)?;
-        let (to_dir, to_name) = self.parent_for_change(dir, to)?;
+        let (to_dir, to_name) = self.parent_of(dir, to)?;
         if self.lookup(dir, to, false).is_ok() {
             return Err(errno::EXIST);
         }
+        self.may_change(to_dir)?;
         if matches!(
             self.volatile.get(ino).map(|n| &n.node),
             Some(Node::Dir { .. })
@@ -428,8 +437,9 @@ impl State {
     }
 
     fn unlink_at(&mut self, call: usize, dir: Ino, name: &OsStr) -> Result<(), Errno> {
-        let (parent, last) = self.parent_for_change(dir, name)?;
+        let (parent, last) = self.parent_of(dir, name)?;
         let ino = self.lookup(dir, name, false)?;
+        self.may_change(parent)?;
         if matches!(
             self.volatile.get(ino).map(|n| &n.node),
             Some(Node::Dir { .. })

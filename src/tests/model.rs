@@ -323,10 +323,21 @@ fn syscalls_return_linux_errors() {
     assert_eq!(e.raw_os_error(), Some(errnos::EEXIST));
     let e = sim.unlink_at(&d, OsStr::new("nothing")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(errnos::ENOENT));
-    // An ordinary user cannot create in a root-owned 0755 directory.
+    // An ordinary user cannot create in a root-owned 0755 directory, but
+    // lookups come first: a taken name is EEXIST, a missing one ENOENT.
     sim.set_identity(1000, 1000, false);
     let e = sim.create_at(&d, OsStr::new("new"), 0o600).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(errnos::EACCES));
+    let e = sim.create_at(&d, OsStr::new("x"), 0o600).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(errnos::EEXIST));
+    let e = sim.unlink_at(&d, OsStr::new("nothing")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(errnos::ENOENT));
+    let e = sim.unlink_at(&d, OsStr::new("x")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(errnos::EACCES));
+    let e = sim
+        .rename_at(&d, OsStr::new("nothing"), OsStr::new("x"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(errnos::ENOENT));
 }
 
 #[test]
