@@ -65,11 +65,11 @@ impl<S: Sys> Buffered<S> {
             Ok(replace) => replace.commit(),
             Err(e) => {
                 let (err, writer) = e.into_parts();
-                let (replace, _unwritten) = writer.into_parts();
+                let (mut replace, _unwritten) = writer.into_parts();
                 let err = unwrap_error(err, replace.target());
-                // Dropping the replace removes the temp.
-                drop(replace);
-                Err(err)
+                // Not a plain drop: if removing the temp fails too, the
+                // error must name the temp left behind.
+                Err(replace.fail(err))
             }
         }
     }

@@ -104,10 +104,14 @@ mod file;
 pub mod fuzzing;
 mod options;
 mod protocol;
+#[cfg(all(unix, any(test, feature = "sim")))]
+pub mod sim;
 mod sweep;
 mod sys;
 mod target;
 mod temp_name;
+#[cfg(all(test, unix))]
+mod tests;
 
 use std::path::Path;
 

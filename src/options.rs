@@ -182,6 +182,15 @@ impl Options {
         Replace::update(RealSys, path.as_ref(), self, f)
     }
 
+    /// Selects a deliberately broken protocol variant (tests only: the
+    /// negative controls that prove the crash tests can fail).
+    #[cfg(any(test, feature = "sim"))]
+    #[doc(hidden)]
+    pub fn broken(&mut self, variant: Option<crate::protocol::Broken>) -> &mut Options {
+        self.broken = variant;
+        self
+    }
+
     /// Starts a streaming replace of `path`: write into the returned
     /// [`AtomicFile`], then [`commit`](AtomicFile::commit) it.
     ///

@@ -36,8 +36,6 @@ const SYMLINK_HOPS_MAX: usize = 40;
 #[cfg(any(test, feature = "sim"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-// Re-exported by `crate::sim` once the simulator exists.
-#[allow(unreachable_pub)]
 pub enum Broken {
     /// Skip the temp file's fsync.
     NoFileSync,
