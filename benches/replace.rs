@@ -13,8 +13,13 @@
 //! cargo bench --bench replace                    # full run (disk + tmpfs)
 //! cargo bench --bench replace -- --quick         # seconds; also what `cargo test --benches` runs
 //! cargo bench --bench replace -- --rounds 300 --sizes 4k --dir /var/tmp --no-tmpfs
+//! cargo bench --bench replace -- --extra         # adds diagnostic floor variants
 //! cargo bench --bench replace -- --only crashsafe --ops 10 --dir D   # for strace -c
 //! ```
+//!
+//! Defaults: 3000 / 2000 / 500 rounds at 4 KiB / 64 KiB / 1 MiB, each
+//! (filesystem, size) capped at 25 s (at least 30 rounds), so a full run
+//! stays near 3 minutes even when the disk is in a slow period.
 //!
 //! Environment twins: `CRASHSAFE_BENCH_ROUNDS`, `CRASHSAFE_BENCH_SECS` (time
 //! cap per filesystem and size), `CRASHSAFE_BENCH_DIR`, `CRASHSAFE_BENCH_QUICK=1`.
@@ -56,11 +61,15 @@ mod bench {
         Atomicwrites,
         Tempfile,
         StdWrite,
+        FloorFsync,
+        FloorMeta,
+        FloorFstat,
     }
 
     use Contender::*;
 
-    const ALL: [Contender; 7] = [
+    /// The contenders of every run.
+    const MAIN: [Contender; 7] = [
         Floor,
         Crashsafe,
         CrashsafeConsistent,
@@ -69,6 +78,10 @@ mod bench {
         Tempfile,
         StdWrite,
     ];
+
+    /// Diagnostic variants of the floor, added by `--extra`: they split
+    /// crashsafe's distance from the floor into syscalls and the rest.
+    const EXTRA: [Contender; 3] = [FloorFsync, FloorMeta, FloorFstat];
 
     impl Contender {
         /// Short name, used by `--only` and as the target file name.
@@ -81,6 +94,9 @@ mod bench {
                 Atomicwrites => "atomicwrites",
                 Tempfile => "tempfile",
                 StdWrite => "std-write",
+                FloorFsync => "floor-fsync",
+                FloorMeta => "floor-meta",
+                FloorFstat => "floor-fstat",
             }
         }
 
@@ -94,13 +110,19 @@ mod bench {
                 Atomicwrites => "atomicwrites 0.4",
                 Tempfile => "tempfile persist + sync_all + dir fsync",
                 StdWrite => "std::fs::write (not durable)",
+                FloorFsync => "(extra) floor with fsync instead of fdatasync",
+                FloorMeta => "(extra) floor + fstatat, fchown, fchmod, fsync",
+                FloorFstat => "(extra) floor + fstatat, temp made with old mode, fstat, fsync",
             }
         }
 
         /// One replace of `target` (in `dir`) with `data`.
         fn run(self, dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
             match self {
-                Floor => floor(dir, target, data),
+                Floor => floor(dir, target, data, Variant::Plain),
+                FloorFsync => floor(dir, target, data, Variant::Fsync),
+                FloorMeta => floor(dir, target, data, Variant::Meta),
+                FloorFstat => floor(dir, target, data, Variant::Fstat),
                 Crashsafe => crashsafe::write(target, data).map_err(io::Error::from),
                 CrashsafeConsistent => crashsafe::Options::new()
                     .durability(crashsafe::Durability::Consistent)
@@ -129,9 +151,26 @@ mod bench {
         }
     }
 
+    /// Which floor.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Variant {
+        /// The minimal sequence.
+        Plain,
+        /// `fsync` instead of `fdatasync` for the temp.
+        Fsync,
+        /// Also keep mode and owner as crashsafe does: `fstatat` the target,
+        /// `fchown` + `fchmod` the temp, `fsync` it.
+        Meta,
+        /// Keep mode and owner with fewer calls: `fstatat` the target, create
+        /// the temp with the target's mode, `fstat` the temp and `fchown` /
+        /// `fchmod` only what differs (nothing, for a file of our own whose
+        /// mode the umask leaves alone), `fsync`.
+        Fstat,
+    }
+
     /// The floor: the fewest calls a durable replace can make. Fixed temp
     /// name, no metadata copy, `fdatasync` for the file.
-    fn floor(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
+    fn floor(dir: &Path, target: &Path, data: &[u8], variant: Variant) -> io::Result<()> {
         let name = target.file_name().expect("target has a file name");
         let mut temp = std::ffi::OsString::from(".");
         temp.push(name);
@@ -141,11 +180,23 @@ mod bench {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let old = if matches!(variant, Variant::Meta | Variant::Fstat) {
+            Some(rustix::fs::statat(
+                &dirfd,
+                name,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )?)
+        } else {
+            None
+        };
         let fd = rustix::fs::openat(
             &dirfd,
             &temp,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            match (variant, old) {
+                (Variant::Fstat, Some(old)) => Mode::from_raw_mode(old.st_mode & 0o777),
+                _ => Mode::from_raw_mode(0o600),
+            },
         )?;
         let mut rest = data;
         while !rest.is_empty() {
@@ -156,7 +207,26 @@ mod bench {
                 Err(e) => return Err(e.into()),
             }
         }
-        rustix::fs::fdatasync(&fd)?;
+        if let (Variant::Fstat, Some(old)) = (variant, old) {
+            let now = rustix::fs::fstat(&fd)?;
+            if (now.st_uid, now.st_gid) != (old.st_uid, old.st_gid) {
+                let uid = rustix::fs::Uid::from_raw(old.st_uid);
+                let gid = rustix::fs::Gid::from_raw(old.st_gid);
+                rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+            }
+            if now.st_mode & 0o7777 != old.st_mode & 0o7777 {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(old.st_mode & 0o7777))?;
+            }
+        } else if let Some(old) = old {
+            let uid = rustix::fs::Uid::from_raw(old.st_uid);
+            let gid = rustix::fs::Gid::from_raw(old.st_gid);
+            rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(old.st_mode & 0o7777))?;
+        }
+        match variant {
+            Variant::Plain => rustix::fs::fdatasync(&fd)?,
+            Variant::Fsync | Variant::Meta | Variant::Fstat => rustix::fs::fsync(&fd)?,
+        }
         rustix::fs::renameat(&dirfd, &temp, &dirfd, name)?;
         rustix::fs::fsync(&dirfd)?;
         drop(fd);
@@ -203,9 +273,9 @@ mod bench {
             match (self.quick, size) {
                 (true, s) if s >= 1 << 20 => 8,
                 (true, _) => 30,
-                (false, s) if s >= 1 << 20 => 150,
-                (false, s) if s >= 64 << 10 => 500,
-                (false, _) => 1000,
+                (false, s) if s >= 1 << 20 => 500,
+                (false, s) if s >= 64 << 10 => 2000,
+                (false, _) => 3000,
             }
         }
     }
@@ -213,18 +283,25 @@ mod bench {
     /// Timings of one filesystem and size: `ns[c][round]`.
     struct Run {
         fs: String,
+        contenders: Vec<Contender>,
         size: usize,
         ns: Vec<Vec<u64>>,
         elapsed: Duration,
     }
 
     /// Runs every contender once per round, order shuffled each round.
-    fn measure(dir: &Path, size: usize, plan: &Plan, seed: u64) -> io::Result<Run> {
+    fn measure(
+        dir: &Path,
+        size: usize,
+        plan: &Plan,
+        contenders: &[Contender],
+        seed: u64,
+    ) -> io::Result<Run> {
         let mut rng = Rng::new(seed);
         let data = rng.bytes(size);
         let sub = dir.join(format!("replace-{size}"));
         fs::create_dir_all(&sub)?;
-        let targets: Vec<PathBuf> = ALL
+        let targets: Vec<PathBuf> = contenders
             .iter()
             .map(|c| sub.join(format!("{}.dat", c.key())))
             .collect();
@@ -236,8 +313,8 @@ mod bench {
         let warmup = (rounds / 20).clamp(2, 20);
         let cap = Duration::from_secs_f64(plan.secs);
         let min_rounds = rounds.min(30);
-        let mut ns = vec![Vec::with_capacity(rounds as usize); ALL.len()];
-        let mut order: Vec<usize> = (0..ALL.len()).collect();
+        let mut ns = vec![Vec::with_capacity(rounds as usize); contenders.len()];
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
         let start = Instant::now();
         let mut measured_start = start;
         for round in 0..warmup + rounds {
@@ -247,7 +324,7 @@ mod bench {
             rng.shuffle(&mut order);
             for &i in &order {
                 let t0 = Instant::now();
-                ALL[i].run(&sub, &targets[i], &data)?;
+                contenders[i].run(&sub, &targets[i], &data)?;
                 let dt = t0.elapsed().as_nanos() as u64;
                 if round >= warmup {
                     ns[i].push(dt);
@@ -259,7 +336,7 @@ mod bench {
             }
         }
         // Every contender must have really replaced its file.
-        for (c, t) in ALL.iter().zip(&targets) {
+        for (c, t) in contenders.iter().zip(&targets) {
             let got = fs::read(t)?;
             assert!(
                 got == data,
@@ -278,6 +355,7 @@ mod bench {
         fs::remove_dir_all(&sub)?;
         Ok(Run {
             fs: String::new(),
+            contenders: contenders.to_vec(),
             size,
             ns,
             elapsed: start.elapsed(),
@@ -310,7 +388,7 @@ mod bench {
             "| contender | median µs | p10 µs | p90 µs | ratio of medians to floor | median per-round ratio |"
         );
         println!("|---|---:|---:|---:|---:|---:|");
-        for &c in &ALL {
+        for &c in &run.contenders {
             let (med, p10, p90) = summary_of(run, c);
             println!(
                 "| {} | {} | {} | {} | {:.3} | {:.3} |",
@@ -325,28 +403,31 @@ mod bench {
     }
 
     fn summary_of(run: &Run, c: Contender) -> (u64, u64, u64) {
-        common::summary(&run.ns[index(c)])
+        common::summary(&run.ns[index(run, c)])
     }
 
-    fn index(c: Contender) -> usize {
-        ALL.iter().position(|&x| x == c).expect("listed")
+    fn index(run: &Run, c: Contender) -> usize {
+        run.contenders.iter().position(|&x| x == c).expect("listed")
     }
 
     /// Median over rounds of `a / b` measured in the same round.
     fn paired_ratio(run: &Run, a: Contender, b: Contender) -> f64 {
-        let (a, b) = (&run.ns[index(a)], &run.ns[index(b)]);
-        let r: Vec<f64> = a
-            .iter()
+        common::median_f64(&paired(run, a, b))
+    }
+
+    /// Per-round ratios `a / b`.
+    fn paired(run: &Run, a: Contender, b: Contender) -> Vec<f64> {
+        let (a, b) = (&run.ns[index(run, a)], &run.ns[index(run, b)]);
+        a.iter()
             .zip(b)
             .map(|(&x, &y)| x as f64 / y.max(1) as f64)
-            .collect();
-        common::median_f64(&r)
+            .collect()
     }
 
     /// Goals from issue 5, for the 4 KiB runs. Printed, never asserted.
     fn goals(runs: &[Run]) {
         println!(
-            "\n### Goals (4 KiB, crashsafe default; ratio of medians, per-round median in brackets)\n"
+            "\n### Goals (4 KiB, crashsafe default; ratio of medians, then the median per-round ratio)\n"
         );
         for run in runs.iter().filter(|r| r.size == 4096) {
             let med = |c| summary_of(run, c).0 as f64;
@@ -359,10 +440,10 @@ mod bench {
             ];
             for (name, other, limit) in checks {
                 let ratio = med(Crashsafe) / med(other);
-                let paired = paired_ratio(run, Crashsafe, other);
+                let (lo, paired, hi) = common::median_ci(&paired(run, Crashsafe, other));
                 let verdict = if ratio <= limit { "met" } else { "MISSED" };
                 println!(
-                    "- {}: crashsafe / {name} = {ratio:.3} ({paired:.3}), goal ≤ {limit}: {verdict}",
+                    "- {}: crashsafe / {name} = {ratio:.3} (per-round {paired:.3}, 95 % CI {lo:.3}–{hi:.3}), goal ≤ {limit}: {verdict}",
                     run.fs
                 );
             }
@@ -372,8 +453,9 @@ mod bench {
     /// `--only KEY --ops N`: N replaces by one contender and nothing else,
     /// for `strace -f -c` ((N=10) − (N=0)) / 10 gives syscalls per replace.
     fn only(args: &Args, key: &str) {
-        let Some(&c) = ALL.iter().find(|c| c.key() == key) else {
-            let keys: Vec<_> = ALL.iter().map(|c| c.key()).collect();
+        let all = MAIN.iter().chain(&EXTRA);
+        let Some(&c) = all.clone().find(|c| c.key() == key) else {
+            let keys: Vec<_> = all.map(|c| c.key()).collect();
             eprintln!("--only: unknown contender {key}; one of {keys:?}");
             std::process::exit(2)
         };
@@ -437,6 +519,10 @@ mod bench {
             std::env::args().collect::<Vec<_>>().join(" ")
         );
 
+        let mut contenders = MAIN.to_vec();
+        if args.flag("--extra") {
+            contenders.extend(EXTRA);
+        }
         let base = common::disk_base(&args);
         let disk = tempfile::Builder::new()
             .prefix("crashsafe-bench.")
@@ -477,7 +563,7 @@ mod bench {
         let mut runs = Vec::new();
         for (fs_name, dir) in &dirs {
             for (k, &size) in sizes.iter().enumerate() {
-                let mut run = measure(dir, size, &plan, 0x9e37_79b9 + k as u64)
+                let mut run = measure(dir, size, &plan, &contenders, 0x9e37_79b9 + k as u64)
                     .unwrap_or_else(|e| panic!("{fs_name} {size}: {e}"));
                 run.fs = fs_name.clone();
                 report(&run);

@@ -86,6 +86,21 @@ pub(crate) fn median_f64(values: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Median of `values` with a distribution-free 95 % confidence interval
+/// (order statistics n/2 ± 1.96·√n/2): `(low, median, high)`.
+pub(crate) fn median_ci(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let half = 1.96 * (n as f64).sqrt() / 2.0;
+    let lo = ((n as f64 / 2.0 - half).floor().max(0.0)) as usize;
+    let hi = ((n as f64 / 2.0 + half).ceil() as usize).min(n - 1);
+    (v[lo], v[n / 2], v[hi])
+}
+
 /// A small deterministic generator (xorshift64*), for shuffling and payloads.
 pub(crate) struct Rng(u64);
 
