@@ -171,6 +171,10 @@ mod bench {
                 }
             }
         }
+        for i in 0..2 {
+            let ms: Vec<String> = ns[i].iter().map(|t| format!("{}", t / 1_000_000)).collect();
+            println!("{} per round (ms): {}", roles[i], ms.join(" "));
+        }
         let bytes = (mib as usize * CHUNK) as f64;
         let mibps = |t: u64| bytes / (1 << 20) as f64 / (t as f64 / 1e9);
         println!(
