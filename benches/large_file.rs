@@ -14,7 +14,7 @@
 //! median throughput ≥ 0.9× plain. They are printed, never asserted.
 //!
 //! ```text
-//! cargo bench --bench large_file                 # 256 MiB, 9 rounds
+//! cargo bench --bench large_file                 # 256 MiB, 15 rounds
 //! cargo bench --bench large_file -- --quick      # 16 MiB, 2 rounds (also `cargo test --benches`)
 //! cargo bench --bench large_file -- --mib 64 --rounds 9 --dir /var/tmp
 //! ```
@@ -127,7 +127,7 @@ mod bench {
             .unwrap_or(if quick { 16 } else { 256 });
         let rounds = args
             .number("--rounds", "CRASHSAFE_LARGE_ROUNDS")
-            .unwrap_or(if quick { 2 } else { 9 })
+            .unwrap_or(if quick { 2 } else { 15 })
             .max(1);
         let base = common::disk_base(&args);
         let dir = tempfile::Builder::new()
