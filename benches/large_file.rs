@@ -3,18 +3,22 @@
 //!
 //! Each measurement runs in a child process (this binary re-executed with
 //! `CRASHSAFE_LARGE_CHILD` set), so its peak RSS (`VmHWM`) is its own. An
-//! empty child gives the baseline. The two contenders alternate A B, B A, ...
-//! each round and write the same bytes in 1 MiB chunks from one buffer:
+//! empty child gives the baseline. Every round runs each contender once in a
+//! shuffled order, and all write the same bytes in 1 MiB chunks from one
+//! buffer:
 //!
 //! - `crashsafe`: `AtomicFile::create`, `write_all` per chunk, `commit`;
-//! - `plain`: `File::create` (truncating), `write_all` per chunk, `sync_all`.
+//! - `plain`: `File::create` (truncating), `write_all` per chunk, `sync_all`;
+//! - `rename` (reference, not a goal): a hand-written atomic replace with std
+//!   only: `create_new` temp, `write_all` per chunk, `sync_all`, `rename`,
+//!   directory `sync_all`. It shows what any atomic replace costs here.
 //!
 //! Both replace an existing file of the same size (a first, unrecorded round
 //! creates them). Goals from issue 5: peak RSS ≤ 16 MiB over the baseline and
 //! median throughput ≥ 0.9× plain. They are printed, never asserted.
 //!
 //! ```text
-//! cargo bench --bench large_file                 # 256 MiB, 15 rounds
+//! cargo bench --bench large_file                 # 256 MiB, 25 rounds
 //! cargo bench --bench large_file -- --quick      # 16 MiB, 2 rounds (also `cargo test --benches`)
 //! cargo bench --bench large_file -- --mib 64 --rounds 9 --dir /var/tmp
 //! ```
@@ -84,6 +88,21 @@ mod bench {
                     }
                     f.sync_all().expect("sync_all");
                 }
+                "rename" => {
+                    let path = Path::new(&path);
+                    let dir = path.parent().expect("parent");
+                    let temp = dir.join(".large-rename.tmp");
+                    let mut f = File::create_new(&temp).expect("create temp");
+                    for _ in 0..mib {
+                        f.write_all(&chunk).expect("write");
+                    }
+                    f.sync_all().expect("sync_all");
+                    drop(f);
+                    std::fs::rename(&temp, path).expect("rename");
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .expect("dir sync");
+                }
                 other => panic!("unknown child role {other}"),
             }
             ns = t0.elapsed().as_nanos() as u64;
@@ -127,7 +146,7 @@ mod bench {
             .unwrap_or(if quick { 16 } else { 256 });
         let rounds = args
             .number("--rounds", "CRASHSAFE_LARGE_ROUNDS")
-            .unwrap_or(if quick { 2 } else { 15 })
+            .unwrap_or(if quick { 2 } else { 25 })
             .max(1);
         let base = common::disk_base(&args);
         let dir = tempfile::Builder::new()
@@ -151,18 +170,16 @@ mod bench {
         );
         println!("{mib} MiB in 1 MiB chunks, {rounds} rounds + 1 unrecorded (creates the targets)");
 
-        let roles = ["crashsafe", "plain"];
-        let paths = [
-            dir.path().join("large-crashsafe.dat"),
-            dir.path().join("large-plain.dat"),
-        ];
-        let mut ns = [Vec::new(), Vec::new()];
-        let mut hwm = [0u64; 2];
+        let roles = ["crashsafe", "plain", "rename"];
+        let paths = roles.map(|r| dir.path().join(format!("large-{r}.dat")));
+        let mut ns = [Vec::new(), Vec::new(), Vec::new()];
+        let mut hwm = [0u64; 3];
+        let mut rng = Rng::new(0x1a7e);
+        let mut order = [0usize, 1, 2];
         let mut baseline = 0u64;
         for round in 0..=rounds {
             baseline = baseline.max(spawn("baseline", dir.path(), 0).1);
-            // A B, then B A: each goes first equally often.
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            rng.shuffle(&mut order);
             for i in order {
                 let (t, h) = spawn(roles[i], &paths[i], mib);
                 hwm[i] = hwm[i].max(h);
@@ -171,7 +188,7 @@ mod bench {
                 }
             }
         }
-        for i in 0..2 {
+        for i in 0..roles.len() {
             let ms: Vec<String> = ns[i].iter().map(|t| format!("{}", t / 1_000_000)).collect();
             println!("{} per round (ms): {}", roles[i], ms.join(" "));
         }
@@ -181,7 +198,7 @@ mod bench {
             "\n| contender | median MiB/s | min MiB/s | max MiB/s | median s | peak RSS MiB | over baseline MiB |"
         );
         println!("|---|---:|---:|---:|---:|---:|---:|");
-        for i in 0..2 {
+        for i in 0..roles.len() {
             let med = common::summary(&ns[i]).0;
             // The slowest op has the lowest throughput.
             let slowest = ns[i].iter().copied().max().unwrap_or(0);
@@ -207,6 +224,7 @@ mod bench {
             .zip(&ns[1])
             .map(|(&a, &b)| b as f64 / a.max(1) as f64)
             .collect();
+        let reference = common::summary(&ns[2]).0 as f64 / common::summary(&ns[0]).0 as f64;
         let over = hwm[0].saturating_sub(baseline) as f64 / 1024.0;
         println!("\n### Goals\n");
         println!(
@@ -217,6 +235,16 @@ mod bench {
         println!(
             "- peak RSS over the empty baseline = {over:.1} MiB, goal ≤ 16 MiB: {}",
             if over <= 16.0 { "met" } else { "MISSED" }
+        );
+        let best = |i: usize| ns[i].iter().copied().min().unwrap_or(1).max(1) as f64;
+        println!(
+            "- reference: crashsafe / hand-written std rename replace throughput = {reference:.3}"
+        );
+        println!(
+            "- best of {} rounds: crashsafe / plain = {:.3}, crashsafe / rename = {:.3}",
+            ns[0].len(),
+            best(1) / best(0),
+            best(2) / best(0)
         );
     }
 }
