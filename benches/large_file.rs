@@ -246,5 +246,8 @@ mod bench {
             best(1) / best(0),
             best(2) / best(0)
         );
+        if quick {
+            println!("\n(quick mode: a smoke test; these figures are not results)");
+        }
     }
 }
