@@ -64,15 +64,18 @@ mod bench {
         FloorFsync,
         FloorMeta,
         FloorFstat,
+        CrashsafeUnnamed,
+        CrashsafeLean,
     }
 
     use Contender::*;
 
     /// The contenders of every run.
-    const MAIN: [Contender; 7] = [
+    const MAIN: [Contender; 8] = [
         Floor,
         Crashsafe,
         CrashsafeConsistent,
+        CrashsafeUnnamed,
         AtomicWriteFile,
         Atomicwrites,
         Tempfile,
@@ -81,7 +84,7 @@ mod bench {
 
     /// Diagnostic variants of the floor, added by `--extra`: they split
     /// crashsafe's distance from the floor into syscalls and the rest.
-    const EXTRA: [Contender; 3] = [FloorFsync, FloorMeta, FloorFstat];
+    const EXTRA: [Contender; 4] = [FloorFsync, FloorMeta, FloorFstat, CrashsafeLean];
 
     impl Contender {
         /// Short name, used by `--only` and as the target file name.
@@ -97,6 +100,8 @@ mod bench {
                 FloorFsync => "floor-fsync",
                 FloorMeta => "floor-meta",
                 FloorFstat => "floor-fstat",
+                CrashsafeUnnamed => "crashsafe-unnamed",
+                CrashsafeLean => "crashsafe-lean",
             }
         }
 
@@ -113,6 +118,8 @@ mod bench {
                 FloorFsync => "(extra) floor with fsync instead of fdatasync",
                 FloorMeta => "(extra) floor + fstatat, fchown, fchmod, fsync",
                 FloorFstat => "(extra) floor + fstatat, temp made with old mode, fstat, fsync",
+                CrashsafeUnnamed => "crashsafe with an O_TMPFILE temp (unnamed_temp)",
+                CrashsafeLean => "(extra) crashsafe without the xattr copy",
             }
         }
 
@@ -126,6 +133,14 @@ mod bench {
                 Crashsafe => crashsafe::write(target, data).map_err(io::Error::from),
                 CrashsafeConsistent => crashsafe::Options::new()
                     .durability(crashsafe::Durability::Consistent)
+                    .write(target, data)
+                    .map_err(io::Error::from),
+                CrashsafeUnnamed => crashsafe::Options::new()
+                    .unnamed_temp(true)
+                    .write(target, data)
+                    .map_err(io::Error::from),
+                CrashsafeLean => crashsafe::Options::new()
+                    .preserve_xattrs(false)
                     .write(target, data)
                     .map_err(io::Error::from),
                 AtomicWriteFile => {

@@ -374,6 +374,14 @@ impl<S: Sys> Replace<S> {
         if !self.broken(Broken::ModeAfterSync) {
             self.set_metadata().map_err(|e| self.fail(e))?;
         }
+        if !self.named {
+            // An O_TMPFILE temp gets its temp name now, before the fsync:
+            // from here on it is an ordinary named temp. Linking first means
+            // the fsync covers an inode that has a name, which some
+            // filesystems (btrfs) need for the data to be logged, and no
+            // target name ever points at data that was not synced first.
+            self.link_unnamed(&self.temp.clone())?;
+        }
         Ok(())
     }
 
@@ -496,10 +504,6 @@ impl<S: Sys> Replace<S> {
     /// Step 7: the atomic switch. On failure the temp is removed and the
     /// target is as it was.
     fn publish(&mut self) -> Result<(), Error> {
-        if !self.named && !self.opts.create_new {
-            // An O_TMPFILE temp needs a name before it can be renamed.
-            self.link_unnamed(&self.temp.clone())?;
-        }
         if self.opts.backup && self.old.is_some() {
             self.backup()?;
         }
@@ -559,7 +563,7 @@ impl<S: Sys> Replace<S> {
         };
         match result {
             Ok(()) => {
-                self.named = name == self.temp;
+                self.named = true;
                 Ok(())
             }
             Err(e) => Err(self.fail(Error::io(Step::LinkTemp, &self.target, e))),
