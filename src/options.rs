@@ -125,7 +125,14 @@ impl Options {
     }
 
     /// With `true`, fail with [`Error::AlreadyExists`] (kind `AlreadyExists`)
-    /// if the target exists, decided atomically at the rename. Default `false`.
+    /// if the target exists, decided atomically at the rename
+    /// (`RENAME_NOREPLACE`, or a hard link where that flag is unsupported).
+    /// Default `false`.
+    ///
+    /// With [`follow_symlinks`](Options::follow_symlinks) on, a symlink at
+    /// the path is followed first: a dangling link counts as absent and the
+    /// file it points to is created, as `std::fs::write` would. Turn
+    /// following off to treat any existing name, links included, as taken.
     pub fn create_new(&mut self, yes: bool) -> &mut Options {
         self.create_new = yes;
         self

@@ -224,6 +224,15 @@ impl Sys for RealSys {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn create_unnamed(&self, dir: &OwnedFd, mode: u32) -> io::Result<OwnedFd> {
+        // Without /proc the temp could never be linked: report O_TMPFILE as
+        // unsupported here, so the caller falls back before writing.
+        static PROC_FD: OnceLock<bool> = OnceLock::new();
+        let proc_fd = *PROC_FD.get_or_init(|| {
+            rustix::fs::access("/proc/self/fd", rustix::fs::Access::EXISTS).is_ok()
+        });
+        if !proc_fd {
+            return Err(err(rustix::io::Errno::OPNOTSUPP));
+        }
         let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
         rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode as _)).map_err(err)
     }
