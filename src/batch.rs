@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Step};
 use crate::options::Options;
-use crate::protocol::Replace;
+use crate::protocol::{Broken, Replace};
 use crate::sys::{RealSys, Sys};
 
 /// The engine of [`Batch`], generic so the simulator runs the same code.
@@ -57,8 +57,16 @@ impl<S: Sys> Entries<S> {
                 return Err(batch_error(e, Vec::new(), total));
             }
         }
-        self.sync_data()
-            .map_err(|e| batch_error(e, Vec::new(), total))?;
+        // (Broken::RenameBeforeSync: skip the flush; each temp is fsynced
+        // after its rename instead, in `publish_prepared`.)
+        if !self
+            .entries
+            .iter()
+            .any(|e| e.broken(Broken::RenameBeforeSync))
+        {
+            self.sync_data()
+                .map_err(|e| batch_error(e, Vec::new(), total))?;
+        }
         let mut replaced: Vec<usize> = Vec::with_capacity(total);
         for i in 0..total {
             if let Err(e) = self.entries[i].publish_prepared() {
