@@ -151,8 +151,7 @@ pub struct TraceEntry {
     /// The arguments, rendered (paths, names, sizes, modes).
     pub args: String,
     /// The return value (bytes written or read for `write_at` and
-    /// `read_at`, else 0) or the
-    /// error number.
+    /// `read_at`, else 0) or the error number.
     pub result: Result<u64, i32>,
     /// True if the error was injected by a fault plan.
     pub injected: bool,
