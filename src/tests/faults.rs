@@ -11,7 +11,9 @@
 
 use crate::error::Step;
 use crate::options::Durability;
-use crate::sim::check::{Case, Reach, check_images, check_trace, run_case_with, version};
+use crate::sim::check::{
+    Backup, Case, Reach, Via, check_images, check_trace, run_case_with, version,
+};
 use crate::sim::{Budget, Call, Model, SimFs, errnos};
 use crate::temp_name::is_temp_name;
 
@@ -39,7 +41,9 @@ fn paths() -> Vec<Path> {
         create_new: false,
         reach: Reach::Direct,
         payload_len: 1300,
-        streaming: false,
+        via: Via::Write,
+        unnamed_temp: false,
+        backup: Backup::Off,
         user: false,
         broken: None,
     };
@@ -96,7 +100,7 @@ fn paths() -> Vec<Path> {
         path(
             "streaming",
             Case {
-                streaming: true,
+                via: Via::Streaming,
                 ..base.clone()
             },
         ),

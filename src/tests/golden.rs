@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use crate::options::{Durability, Options};
-use crate::sim::check::{Case, Reach};
+use crate::sim::check::{Backup, Case, Reach, Via};
 use crate::sim::{Call, SimFs, errnos};
 
 fn case(present: bool, durability: Durability, create_new: bool, reach: Reach) -> Case {
@@ -15,7 +15,9 @@ fn case(present: bool, durability: Durability, create_new: bool, reach: Reach) -
         create_new,
         reach,
         payload_len: 5,
-        streaming: false,
+        via: Via::Write,
+        unnamed_temp: false,
+        backup: Backup::Off,
         user: false,
         broken: None,
     }
