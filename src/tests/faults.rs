@@ -7,12 +7,21 @@
 //! before the rename the target is unchanged in the volatile view and in
 //! every crash image of every model; no temp remains unless removing it
 //! failed, and then the error names it; a failed fsync is never followed by
-//! a rename. `EINTR` on a write is retried and the replace succeeds.
+//! a rename. `EINTR` on a write or a read is retried and the replace
+//! succeeds.
+//!
+//! The paths: new file, replace, `create_new` (renameat2 and its linkat
+//! fallback), symlinks, Consistent, streaming, as a user, `O_TMPFILE` temps
+//! (replace, `create_new`, fallback), backups (first and rotated), and
+//! `update`. Batches have their own runner: the error is an
+//! [`Error::Batch`](crate::Error::Batch) whose `replaced()` lists exactly
+//! the files that are new in the volatile view, and every other file is old
+//! there and in every crash image.
 
 use crate::error::Step;
 use crate::options::Durability;
 use crate::sim::check::{
-    Backup, Case, Reach, Via, check_images, check_trace, run_case_with, version,
+    Backup, Case, Reach, Via, check_images, check_trace, check_volatile, run_case_with, version,
 };
 use crate::sim::{Budget, Call, Model, SimFs, errnos};
 use crate::temp_name::is_temp_name;
@@ -32,6 +41,8 @@ struct Path {
     case: Case,
     /// `RENAME_NOREPLACE` unsupported: create_new links and unlinks.
     link_fallback: bool,
+    /// `O_TMPFILE` unsupported: an unnamed temp falls back to a named one.
+    no_tmpfile: bool,
 }
 
 fn paths() -> Vec<Path> {
@@ -51,6 +62,7 @@ fn paths() -> Vec<Path> {
         name,
         case,
         link_fallback: false,
+        no_tmpfile: false,
     };
     let mut out = vec![
         path(
@@ -116,7 +128,59 @@ fn paths() -> Vec<Path> {
             },
         )
     });
-    out.push(path("replace as a user", Case { user: true, ..base }));
+    out.push(path(
+        "replace as a user",
+        Case {
+            user: true,
+            ..base.clone()
+        },
+    ));
+    let unnamed = Case {
+        unnamed_temp: true,
+        ..base.clone()
+    };
+    out.push(path("unnamed temp", unnamed.clone()));
+    out.push(path(
+        "unnamed temp, create_new",
+        Case {
+            present: false,
+            create_new: true,
+            ..unnamed.clone()
+        },
+    ));
+    out.push(Path {
+        no_tmpfile: true,
+        ..path("unnamed temp without O_TMPFILE", unnamed)
+    });
+    out.push(path(
+        "backup",
+        Case {
+            backup: Backup::First,
+            ..base.clone()
+        },
+    ));
+    out.push(path(
+        "backup over an earlier one",
+        Case {
+            backup: Backup::Rotate,
+            ..base.clone()
+        },
+    ));
+    out.push(path(
+        "update",
+        Case {
+            via: Via::Update,
+            ..base.clone()
+        },
+    ));
+    out.push(path(
+        "update of a new file",
+        Case {
+            via: Via::Update,
+            present: false,
+            ..base
+        },
+    ));
     out
 }
 
@@ -124,19 +188,28 @@ fn prepare(path: &Path, sim: &SimFs) {
     if path.link_fallback {
         sim.set_rename_noreplace(false);
     }
+    if path.no_tmpfile {
+        sim.set_tmpfile(false);
+    }
 }
 
-/// The step a failure of this call reports.
-fn step_of(call: Call) -> Step {
+/// The step a failure of this call reports; `args` tells the backup's
+/// link and rename (`a~`) from the others.
+fn step_of(call: Call, args: &str) -> Step {
     match call {
+        Call::LinkAt | Call::RenameAt if args.contains("a~") => Step::Backup,
         Call::OpenDir => Step::OpenParent,
         Call::StatAt => Step::InspectTarget,
         Call::ReadLinkAt => Step::ResolveSymlink,
-        Call::CreateAt => Step::CreateTemp,
+        Call::LockDir => Step::Lock,
+        Call::OpenReadAt | Call::ReadAt => Step::ReadTarget,
+        Call::CreateAt | Call::CreateUnnamed => Step::CreateTemp,
         Call::WriteAt => Step::Write,
         Call::SetOwner => Step::SetOwner,
         Call::StatFile | Call::SetMode => Step::SetMode,
         Call::SyncFile => Step::SyncTemp,
+        Call::SyncFs => Step::SyncFilesystem,
+        Call::LinkUnnamed => Step::LinkTemp,
         Call::RenameAt | Call::RenameNoreplaceAt | Call::LinkAt => Step::Rename,
         Call::SyncDir => Step::SyncParent,
         // In a clean run the only unlink is the one after linkat.
@@ -145,10 +218,39 @@ fn step_of(call: Call) -> Step {
     }
 }
 
+/// Best-effort calls: the temp's lock (only `sweep` relies on it) and the
+/// copy of extended attributes never fail a replace.
+fn best_effort(call: Call) -> bool {
+    matches!(
+        call,
+        Call::Lock | Call::ListXattrs | Call::GetXattr | Call::SetXattr
+    )
+}
+
+/// A failure that is retried (`EINTR` on a write or a read).
+fn retried(call: Call, errno: i32) -> bool {
+    errno == errnos::EINTR && matches!(call, Call::WriteAt | Call::ReadAt)
+}
+
+/// Returns early from a checker with a message naming the run.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
 /// Runs `path` with call `nth` failing with `errno` (and, if `cleanup_fails`,
 /// the first unlink after it with `EIO`), and checks everything.
-/// Returns the crash images checked.
-fn run_one(path: &Path, nth: usize, call: Call, errno: i32, cleanup_fails: bool) -> u64 {
+/// Returns the crash images checked, or what was wrong.
+fn run_one(
+    path: &Path,
+    nth: usize,
+    call: Call,
+    errno: i32,
+    cleanup_fails: bool,
+) -> Result<u64, String> {
     let what = format!(
         "{}: #{nth} {call} fails with {errno}{}",
         path.name,
@@ -166,19 +268,13 @@ fn run_one(path: &Path, nth: usize, call: Call, errno: i32, cleanup_fails: bool)
         }
     });
     let trace = sim.trace();
-    assert!(
+    ensure!(
         trace.get(nth).is_some_and(|t| t.injected),
         "{what}: the fault did not fire: {:#?}",
         sim.trace_lines()
     );
-    // Best-effort calls: the temp's lock (only `sweep` relies on it) and
-    // the copy of extended attributes never fail a replace.
-    let best_effort = matches!(
-        call,
-        Call::Lock | Call::ListXattrs | Call::GetXattr | Call::SetXattr
-    );
-    let tolerated = best_effort
-        || (errno == errnos::EINTR && call == Call::WriteAt)
+    let tolerated = best_effort(call)
+        || retried(call, errno)
         || (path.case.user && call == Call::SetOwner && errno == errnos::EACCES);
     let temps_now: Vec<_> = ["/d", "/e"]
         .iter()
@@ -187,52 +283,61 @@ fn run_one(path: &Path, nth: usize, call: Call, errno: i32, cleanup_fails: bool)
         .collect();
     match &result {
         Ok(()) => {
-            assert!(tolerated, "{what}: succeeded");
-            assert!(temps_now.is_empty(), "{what}: temps {temps_now:?}");
+            ensure!(tolerated, "{what}: succeeded");
+            ensure!(temps_now.is_empty(), "{what}: temps {temps_now:?}");
         }
         Err(e) if oracle.expected.refused && call != Call::OpenDir && call != Call::StatAt => {
-            panic!("{what}: refused case made call {call}: {e}")
+            return Err(format!("{what}: refused case made call {call}: {e}"));
         }
         Err(e) => {
-            assert!(!tolerated, "{what}: {e}");
-            assert_eq!(e.step(), Some(step_of(call)), "{what}: {e}");
-            assert_eq!(e.raw_os_error(), Some(errno), "{what}: {e}");
-            let replaced = matches!(step_of(call), Step::SyncParent | Step::RemoveTempLink);
-            assert_eq!(e.target_replaced(), replaced, "{what}: {e}");
+            ensure!(!tolerated, "{what}: {e}");
+            // What the error claims about the target must match the
+            // volatile view: unchanged unless `target_replaced()`.
+            let volatile = version(&sim.lock().volatile, &oracle.expected.path);
+            let want = if e.target_replaced() {
+                &oracle.expected.new
+            } else {
+                &oracle.expected.old
+            };
+            ensure!(
+                &volatile == want,
+                "{what}: the error ({e}) says target_replaced() = {}, but the file is {volatile}",
+                e.target_replaced()
+            );
+            let step = step_of(call, &trace[nth].args);
+            ensure!(e.step() == Some(step), "{what}: {e}");
+            ensure!(e.raw_os_error() == Some(errno), "{what}: {e}");
+            let replaced = matches!(step, Step::SyncParent | Step::RemoveTempLink);
+            ensure!(e.target_replaced() == replaced, "{what}: {e}");
             // The temp is gone unless removing it failed, and then the
             // error names the temp that is still there.
             let unlink_failed = trace
                 .iter()
                 .any(|t| t.call == Call::UnlinkAt && t.result.is_err());
             match e.temp_left() {
-                None => assert!(temps_now.is_empty(), "{what}: {e}: temps {temps_now:?}"),
+                None => ensure!(temps_now.is_empty(), "{what}: {e}: temps {temps_now:?}"),
                 Some(temp) => {
-                    assert!(unlink_failed, "{what}: {e}");
-                    assert_eq!(temps_now.len(), 1, "{what}: {e}");
-                    assert_eq!(
-                        temp.file_name(),
-                        Some(temps_now[0].as_os_str()),
+                    ensure!(unlink_failed, "{what}: {e}");
+                    ensure!(temps_now.len() == 1, "{what}: {e}: temps {temps_now:?}");
+                    ensure!(
+                        temp.file_name() == Some(temps_now[0].as_os_str()),
                         "{what}: {e}"
                     );
                 }
             }
             if unlink_failed {
-                assert!(
+                ensure!(
                     e.temp_left().is_some(),
                     "{what}: the error hides the temp left behind: {e}"
                 );
             }
-            let volatile = version(&sim.lock().volatile, &oracle.expected.path);
-            let want = if replaced {
-                &oracle.expected.new
-            } else {
-                &oracle.expected.old
-            };
-            assert_eq!(&volatile, want, "{what}: {e}");
         }
     }
+    if let Some(v) = check_volatile(&sim, &oracle, &result) {
+        return Err(format!("{what}: {v}"));
+    }
     if let Some(v) = check_trace(&sim) {
-        panic!("{what}: {v}");
+        return Err(format!("{what}: {v}"));
     }
     // Every crash image: old or new throughout; old at the end after an
     // early error; new at the end after Ok with Durable.
@@ -243,19 +348,21 @@ fn run_one(path: &Path, nth: usize, call: Call, errno: i32, cleanup_fails: bool)
     for model in Model::ALL {
         let report = check_images(&sim, &oracle, model, &Budget::default());
         if let Some(v) = report.first {
-            panic!("{what}: {v}");
+            return Err(format!("{what}: {v}"));
         }
         images += report.stats.images;
     }
-    images
+    Ok(images)
 }
 
-fn run_path(path: &Path) -> (usize, u64) {
+/// Every call of `path`'s clean run failed in turn with every errno, alone
+/// and with the cleanup failing too: (faulty runs, crash images), or the
+/// first problem found.
+fn run_path(path: &Path) -> Result<(usize, u64), String> {
     let (sim, _, result) = run_case_with(&path.case, 1, |sim| prepare(path, sim));
-    assert_eq!(
-        result.is_ok(),
-        !path.case.create_new || !path.case.present,
-        "{}",
+    ensure!(
+        result.is_ok() == (!path.case.create_new || !path.case.present),
+        "{}: {result:?}",
         path.name
     );
     let clean = sim.trace();
@@ -266,21 +373,20 @@ fn run_path(path: &Path) -> (usize, u64) {
             continue;
         }
         for errno in ERRNOS {
-            // A retried EINTR, or a failed best-effort call (the temp's
-            // lock, xattr copying), fails nothing, so no cleanup runs.
-            let retried = errno == errnos::EINTR && entry.call == Call::WriteAt;
-            let best_effort = matches!(
-                entry.call,
-                Call::Lock | Call::ListXattrs | Call::GetXattr | Call::SetXattr
-            );
-            let variants = if retried || best_effort { 1 } else { 2 };
+            // A retried EINTR, or a failed best-effort call, fails nothing,
+            // so no cleanup runs.
+            let variants = if retried(entry.call, errno) || best_effort(entry.call) {
+                1
+            } else {
+                2
+            };
             for cleanup_fails in [false, true].into_iter().take(variants) {
-                images += run_one(path, nth, entry.call, errno, cleanup_fails);
+                images += run_one(path, nth, entry.call, errno, cleanup_fails)?;
                 runs += 1;
             }
         }
     }
-    (runs, images)
+    Ok((runs, images))
 }
 
 #[test]
@@ -288,7 +394,7 @@ fn every_call_fails_in_turn_with_every_error() {
     let start = std::time::Instant::now();
     let (mut runs, mut images) = (0, 0);
     for path in paths() {
-        let (r, i) = run_path(&path);
+        let (r, i) = run_path(&path).unwrap_or_else(|e| panic!("{e}"));
         runs += r;
         images += i;
     }
@@ -329,4 +435,29 @@ fn streaming_commit_names_the_temp_when_cleanup_fails_too() {
     assert_eq!(err.step(), Some(Step::Write));
     let temp = err.temp_left().expect("the error names the temp");
     assert!(sim.stat(temp).is_ok(), "{}", temp.display());
+}
+
+#[test]
+fn a_failed_backup_names_its_temp_when_removing_it_fails_too() {
+    // Regression: when the backup's rename failed and removing its temp
+    // link failed too, that link (a second name of the old file) stayed
+    // behind and the error did not say so.
+    let case = Case {
+        backup: Backup::First,
+        ..paths()[1].case.clone()
+    };
+    let (sim, _, result) = run_case_with(&case, 1, |sim| {
+        sim.fail_first(Call::RenameAt, errnos::EIO);
+        sim.fail_first(Call::UnlinkAt, errnos::EIO);
+    });
+    let err = result.unwrap_err();
+    assert_eq!(err.step(), Some(Step::Backup), "{err}");
+    let temp = err.temp_left().expect("the error names the temp");
+    assert!(sim.stat(temp).is_ok(), "{}", temp.display());
+    assert_eq!(sim.read_file("/d/a").unwrap(), sim.read_file(temp).unwrap());
+    assert_eq!(
+        sim.list_dir("/d").unwrap().len(),
+        2,
+        "a and the backup's temp"
+    );
 }
