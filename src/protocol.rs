@@ -594,13 +594,24 @@ impl<S: Sys> Replace<S> {
         backup.push("~");
         let temp = temp_name(&backup, self.sys.random());
         let (sys, dir) = (&self.sys, &self.dir);
+        let mut left = None;
         let result = sys.link_at(dir, &self.name, &temp).and_then(|()| {
             sys.rename_at(dir, &temp, &backup).inspect_err(|_| {
-                let _ = sys.unlink_at(dir, &temp);
+                if sys.unlink_at(dir, &temp).is_err() {
+                    left = Some(self.parent.join(&temp));
+                }
             })
         });
         // The borrow of `dir` ends here; `fail` needs `self` whole.
-        result.map_err(|e| self.fail(Error::io(Step::Backup, &self.target, e)))
+        result.map_err(|e| {
+            let err = self.fail(Error::io(Step::Backup, &self.target, e));
+            // A backup link that could not be removed is named like a temp
+            // (unless the temp itself stayed too: the error has one slot).
+            match left {
+                Some(path) if err.temp_left().is_none() => err.with_temp_left(path),
+                _ => err,
+            }
+        })
     }
 
     /// Cleanup after a failure before the rename: closes and removes the
