@@ -718,3 +718,112 @@ fn a_failed_batch_commit_names_a_temp_it_could_not_remove() {
         .sum();
     assert_eq!(temps, 1, "the other temps are removed");
 }
+
+// ---- unnamed temps and backups, one by one ----
+
+fn names_in(sim: &SimFs, dir: &str) -> Vec<String> {
+    let names = sim.list_dir(dir).unwrap();
+    names
+        .iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn o_tmpfile_unsupported_falls_back_and_a_real_failure_is_an_error() {
+    let case = paths()
+        .into_iter()
+        .find(|p| p.name == "unnamed temp")
+        .unwrap()
+        .case;
+    let expected = case.expected();
+    // "Not here" (no O_TMPFILE on this filesystem or kernel): a named temp.
+    for errno in [errnos::EOPNOTSUPP, errnos::EISDIR, errnos::EINVAL] {
+        let (sim, _, result) = run_case_with(&case, 1, |sim| {
+            sim.fail_first(Call::CreateUnnamed, errno);
+        });
+        result.unwrap_or_else(|e| panic!("errno {errno}: {e}"));
+        let trace = sim.trace_lines();
+        assert!(trace[3].starts_with("create_at(/d, .a.*.tmp"), "{trace:#?}");
+        assert!(!trace.iter().any(|l| l.starts_with("link_unnamed")));
+        assert_eq!(version(&sim.lock().volatile, &expected.path), expected.new);
+    }
+    // Anything else is a failure to create the temp: nothing is changed.
+    for errno in [errnos::EIO, errnos::ENOSPC, errnos::EACCES] {
+        let (sim, _, result) = run_case_with(&case, 1, |sim| {
+            sim.fail_first(Call::CreateUnnamed, errno);
+        });
+        let err = result.unwrap_err();
+        assert_eq!(err.step(), Some(Step::CreateTemp), "{err}");
+        assert_eq!(err.raw_os_error(), Some(errno), "{err}");
+        assert!(!sim.trace_lines().iter().any(|l| l.starts_with("create_at")));
+        assert_eq!(names_in(&sim, "/d"), ["a"]);
+        assert_eq!(version(&sim.lock().volatile, &expected.path), expected.old);
+    }
+}
+
+#[test]
+fn a_failed_link_of_an_unnamed_temp_leaves_no_name() {
+    for name in ["unnamed temp", "unnamed temp, create_new"] {
+        let case = paths().into_iter().find(|p| p.name == name).unwrap().case;
+        let (sim, _, result) = run_case_with(&case, 1, |sim| {
+            sim.fail_first(Call::LinkUnnamed, errnos::ENOSPC);
+        });
+        let err = result.unwrap_err();
+        assert_eq!(err.step(), Some(Step::LinkTemp), "{name}: {err}");
+        assert!(
+            !err.target_replaced() && err.temp_left().is_none(),
+            "{name}"
+        );
+        let want: &[&str] = if case.present { &["a"] } else { &[] };
+        assert_eq!(names_in(&sim, "/d"), want, "{name}");
+        // Nothing was unlinked: the temp never had a name.
+        let trace = sim.trace_lines();
+        assert!(
+            !trace.iter().any(|l| l.starts_with("unlink_at")),
+            "{trace:#?}"
+        );
+        // The unnamed inode is gone once closed.
+        for model in Model::ALL {
+            for image in sim.crash_images(model) {
+                let names = image.list_dir("/d").unwrap();
+                assert_eq!(names.len(), want.len(), "{name} in {model}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_backup_leaves_the_target_old_and_no_temp() {
+    for rotate in [false, true] {
+        let backup = if rotate {
+            Backup::Rotate
+        } else {
+            Backup::First
+        };
+        let case = Case {
+            backup,
+            ..paths()[1].case.clone()
+        };
+        let expected = case.expected();
+        let (before, _) = expected.backup.clone().unwrap();
+        let backup_before = case.setup(1).read_file(&before).ok();
+        // The backup's link, then its rename (the first of each kind).
+        for call in [Call::LinkAt, Call::RenameAt] {
+            let (sim, _, result) = run_case_with(&case, 1, |sim| {
+                sim.fail_first(call, errnos::EIO);
+            });
+            let err = result.unwrap_err();
+            assert_eq!(err.step(), Some(Step::Backup), "{call}: {err}");
+            assert!(!err.target_replaced(), "{err}");
+            assert_eq!(version(&sim.lock().volatile, &expected.path), expected.old);
+            let temps = names_in(&sim, "/d")
+                .into_iter()
+                .filter(|n| n.ends_with(".tmp"))
+                .count();
+            assert_eq!(temps, 0, "{call}: {:?}", names_in(&sim, "/d"));
+            // The earlier backup (or its absence) is untouched.
+            assert_eq!(sim.read_file(&before).ok(), backup_before, "{call}");
+        }
+    }
+}
