@@ -495,3 +495,28 @@ fn update_of_a_missing_file_reads_nothing() {
         "{trace:#?}"
     );
 }
+
+#[test]
+fn backup_that_already_is_the_old_file_leaves_no_temp_link() {
+    // Found by the property tests: a crash (even kill -9) between the
+    // backup's rename and the main rename leaves `a~` and `a` as two names
+    // of one file. The next backup's rename of its temp link onto `a~` is
+    // then a no-op (rename(2) on two links to one inode), and the temp
+    // link stayed behind after Ok.
+    use crate::sys::Sys;
+    let sim = two_dirs();
+    let d = sim.open_dir(std::path::Path::new("/d")).unwrap();
+    sim.link_at(&d, "a".as_ref(), "a~".as_ref()).unwrap();
+    sim.sync_all();
+    let mut opts = Options::new();
+    opts.backup(true);
+    sim.write("/d/a", b"new a", &opts).unwrap();
+    assert_eq!(
+        sim.list_dir("/d").unwrap(),
+        ["a", "a~"],
+        "{:#?}",
+        sim.trace_lines()
+    );
+    assert_eq!(sim.read_file("/d/a~").unwrap(), b"old a");
+    assert_eq!(sim.read_file("/d/a").unwrap(), b"new a");
+}
