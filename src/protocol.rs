@@ -592,6 +592,19 @@ impl<S: Sys> Replace<S> {
     fn backup(&mut self) -> Result<(), Error> {
         let mut backup = self.name.clone();
         backup.push("~");
+        // `name~` may already be this very file (a crash between the two
+        // renames leaves them so). Then there is nothing to keep, and the
+        // rename onto it would do nothing and leave the temp link behind.
+        // Only a file with other names can be in that state.
+        if let Some(old) = self.old.filter(|old| old.nlink > 1) {
+            if self
+                .sys
+                .stat_at(&self.dir, &backup)
+                .is_ok_and(|st| st.ino == old.ino)
+            {
+                return Ok(());
+            }
+        }
         let temp = temp_name(&backup, self.sys.random());
         let (sys, dir) = (&self.sys, &self.dir);
         let mut left = None;
