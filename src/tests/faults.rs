@@ -24,7 +24,7 @@ use crate::sim::check::{
     Backup, BatchCase, BatchOracle, Case, Reach, Via, Violation, check_batch_volatile,
     check_images, check_trace, check_volatile, run_batch_case_with, run_case_with, version,
 };
-use crate::sim::{Budget, Call, Model, SimFs, errnos};
+use crate::sim::{Broken, Budget, Call, Model, SimFs, errnos};
 use crate::temp_name::is_temp_name;
 
 const ERRNOS: [i32; 5] = [
@@ -37,9 +37,9 @@ const ERRNOS: [i32; 5] = [
 
 /// One protocol path: a case plus knobs of the simulator.
 #[derive(Clone, Debug)]
-struct Path {
+pub(super) struct Path {
     name: &'static str,
-    case: Case,
+    pub(super) case: Case,
     /// `RENAME_NOREPLACE` unsupported: create_new links and unlinks.
     link_fallback: bool,
     /// `O_TMPFILE` unsupported: an unnamed temp falls back to a named one.
@@ -183,6 +183,14 @@ fn paths() -> Vec<Path> {
         },
     ));
     out
+}
+
+/// The "replace" path run by a broken variant (for the negative controls).
+pub(super) fn broken_path(variant: Broken) -> Path {
+    let mut path = paths().swap_remove(1);
+    assert_eq!(path.name, "replace");
+    path.case.broken = Some(variant);
+    path
 }
 
 fn prepare(path: &Path, sim: &SimFs) {
@@ -359,7 +367,7 @@ fn run_one(
 /// Every call of `path`'s clean run failed in turn with every errno, alone
 /// and with the cleanup failing too: (faulty runs, crash images), or the
 /// first problem found.
-fn run_path(path: &Path) -> Result<(usize, u64), String> {
+pub(super) fn run_path(path: &Path) -> Result<(usize, u64), String> {
     let (sim, _, result) = run_case_with(&path.case, 1, |sim| prepare(path, sim));
     ensure!(
         result.is_ok() == (!path.case.create_new || !path.case.present),
