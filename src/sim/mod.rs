@@ -23,16 +23,25 @@
 //!   of a kind, with an error number. A failed `fsync` drops the file's
 //!   dirty pages, as Linux does, and the next `fsync` succeeds.
 //! - **A trace** of every call, with temp names masked, for golden tests.
+//! - **`O_TMPFILE`** (an inode with no name until linked; switched off with
+//!   [`SimFs::set_tmpfile`]), reads, `getdents`, `syncfs` (everything
+//!   durable), and `flock` per open file description (a second descriptor
+//!   of a locked file gets `EWOULDBLOCK`), so [`SimFs::update`],
+//!   [`SimFs::batch`] and [`SimFs::sweep`] run the real code.
+//! - **Interleaving**: [`SimFs::before_call`] slots another writer's steps
+//!   just before a given call, deterministically, in one thread.
 //!
 //! Everything is deterministic: the temp names come from the seed given to
 //! [`SimFs::new`], and sampling of crash images from [`Budget::seed`].
 //!
 //! # What it does not model
 //!
-//! Concurrent processes; `O_TMPFILE`; hard-link counts of directories;
-//! sticky directories; ACLs and extended attributes; a full disk (only as an
-//! injected `ENOSPC`); garbage (rather than zeros) in torn sectors; data
-//! written through a second descriptor; reads. DESIGN.md lists the rest.
+//! Concurrent processes (only interleaving in one thread; the directory
+//! lock of `update` is always granted); hard-link counts of directories;
+//! sticky directories; ACLs; extended attributes (every xattr call fails
+//! with `EOPNOTSUPP`); timestamps (every mtime is 0); a full disk (only as
+//! an injected `ENOSPC`); garbage (rather than zeros) in torn sectors; data
+//! written through a second descriptor. DESIGN.md lists the rest.
 
 pub mod check;
 mod crash;

@@ -1,5 +1,8 @@
 //! Tier 3: exhaustive crash tests. Every option combination × every crash
-//! point × every crash image, in every model, for the real protocol.
+//! point × every crash image, in every model, for the real protocol: single
+//! replaces through `write`, streaming and `update`, with named or
+//! `O_TMPFILE` temps and with or without a backup; and batches of two or
+//! three files in one or two directories.
 //!
 //! The invariants are in `crate::sim::check`: the target is the old or the
 //! new version (content, mode and owner of the same version), never missing
