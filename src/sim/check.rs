@@ -708,9 +708,20 @@ pub fn check_volatile(
 
 /// Checks every image of every crash point of a finished run.
 pub fn check_images(sim: &SimFs, oracle: &Oracle, model: Model, budget: &Budget) -> Report {
+    check_images_from(sim, oracle, model, budget, 0)
+}
+
+/// Checks every image of the crash points after at least `from` effects.
+pub fn check_images_from(
+    sim: &SimFs,
+    oracle: &Oracle,
+    model: Model,
+    budget: &Budget,
+    from: usize,
+) -> Report {
     let mut report = Report::default();
     let end = sim.effects();
-    let stats = sim.explore(model, 0, budget, &mut |point, fs| {
+    let stats = sim.explore(model, from, budget, &mut |point, fs| {
         if let Err(message) = oracle.check_image(fs, point.effects == end) {
             report.note(Violation {
                 model: Some(model),

@@ -22,8 +22,10 @@ use crate::error::{Error, Step};
 use crate::options::Durability;
 use crate::sim::check::{
     Backup, BatchCase, BatchOracle, Case, Reach, Via, Violation, check_batch_volatile,
-    check_images, check_trace, check_volatile, run_batch_case_with, run_case_with, version,
+    check_images, check_images_from, check_trace, check_volatile, run_batch_case_with,
+    run_case_with, version,
 };
+use crate::sim::kernel::Entry;
 use crate::sim::{Broken, Budget, Call, Model, SimFs, errnos};
 use crate::temp_name::is_temp_name;
 
@@ -255,6 +257,7 @@ macro_rules! ensure {
 /// Returns the crash images checked, or what was wrong.
 fn run_one(
     path: &Path,
+    clean: &[Entry],
     nth: usize,
     call: Call,
     errno: i32,
@@ -349,13 +352,18 @@ fn run_one(
         return Err(format!("{what}: {v}"));
     }
     // Every crash image: old or new throughout; old at the end after an
-    // early error; new at the end after Ok with Durable.
+    // early error; new at the end after Ok with Durable. The points before
+    // the faulty call are those of the clean run, checked in `run_path`.
     oracle.ok = result.is_ok();
     oracle.failed_before_publish = result.as_ref().is_err_and(|e| !e.target_replaced());
     oracle.durable = result.is_ok() && path.case.durability == Durability::Durable;
+    if same_effects(&sim, &result, clean) {
+        return Ok(0);
+    }
+    let from = effects_before_call(&sim, nth);
     let mut images = 0;
     for model in Model::ALL {
-        let report = check_images(&sim, &oracle, model, &Budget::default());
+        let report = check_images_from(&sim, &oracle, model, &Budget::default(), from);
         if let Some(v) = report.first {
             return Err(format!("{what}: {v}"));
         }
@@ -368,15 +376,25 @@ fn run_one(
 /// and with the cleanup failing too: (faulty runs, crash images), or the
 /// first problem found.
 pub(super) fn run_path(path: &Path) -> Result<(usize, u64), String> {
-    let (sim, _, result) = run_case_with(&path.case, 1, |sim| prepare(path, sim));
+    let (sim, oracle, result) = run_case_with(&path.case, 1, |sim| prepare(path, sim));
     ensure!(
         result.is_ok() == (!path.case.create_new || !path.case.present),
         "{}: {result:?}",
         path.name
     );
-    let clean = sim.trace();
-    let mut runs = 0;
+    // The clean run's crash points, once: every faulty run shares a prefix
+    // of them, up to its faulty call.
     let mut images = 0;
+    for model in Model::ALL {
+        let report = check_images(&sim, &oracle, model, &Budget::default());
+        if let Some(v) = report.first {
+            return Err(format!("{}, clean: {v}", path.name));
+        }
+        images += report.stats.images;
+    }
+    let clean = sim.trace();
+    let clean_log = sim.lock().log.clone();
+    let mut runs = 0;
     for (nth, entry) in clean.iter().enumerate() {
         if !entry.call.can_fail() {
             continue;
@@ -390,7 +408,7 @@ pub(super) fn run_path(path: &Path) -> Result<(usize, u64), String> {
                 2
             };
             for cleanup_fails in [false, true].into_iter().take(variants) {
-                images += run_one(path, nth, entry.call, errno, cleanup_fails)?;
+                images += run_one(path, &clean_log, nth, entry.call, errno, cleanup_fails)?;
                 runs += 1;
             }
         }
@@ -532,13 +550,25 @@ const BATCH_BUDGET: Budget = Budget {
     seed: 0x5eed,
 };
 
+/// Whether a run that succeeded despite its fault (a best-effort call, a
+/// retried `EINTR`) logged exactly the clean run's effects: then its crash
+/// images are the clean run's, already checked with the same oracle.
+fn same_effects(sim: &SimFs, result: &Result<(), Error>, clean: &[Entry]) -> bool {
+    result.is_ok() && sim.lock().log == clean
+}
+
+/// How many effects the calls before call `nth` made: the crash points
+/// from there on are the ones a fault in call `nth` can change.
+fn effects_before_call(sim: &SimFs, nth: usize) -> usize {
+    let st = sim.lock();
+    let from = st.log.iter().position(|e| e.call >= nth);
+    from.unwrap_or(st.log.len())
+}
+
 /// Checks every image of the crash points from the call `nth` on.
 fn batch_images_from(sim: &SimFs, oracle: &BatchOracle, nth: usize) -> Result<u64, Violation> {
-    let (from, end) = {
-        let st = sim.lock();
-        let from = st.log.iter().position(|e| e.call >= nth);
-        (from.unwrap_or(st.log.len()), st.log.len())
-    };
+    let from = effects_before_call(sim, nth);
+    let end = sim.effects();
     let mut images = 0;
     for model in Model::ALL {
         let mut first = None;
@@ -565,6 +595,7 @@ fn batch_images_from(sim: &SimFs, oracle: &BatchOracle, nth: usize) -> Result<u6
 /// `cleanup_fails`, the first unlink after it with `EIO`), and checks it.
 fn run_batch_one(
     path: &BatchPath,
+    clean: &[Entry],
     nth: usize,
     commit_start: usize,
     errno: i32,
@@ -649,23 +680,30 @@ fn run_batch_one(
     if let Some(v) = check_trace(&sim) {
         return Err(format!("{what}: {v}"));
     }
+    if same_effects(&sim, &result, clean) {
+        return Ok(0);
+    }
     batch_images_from(&sim, &oracle, nth).map_err(|v| format!("{what}: {v}"))
 }
 
 fn run_batch_path(path: &BatchPath) -> Result<(usize, u64), String> {
-    let (sim, _, result) = run_batch_case_with(&path.case, 1, |sim| {
+    let (sim, oracle, result) = run_batch_case_with(&path.case, 1, |sim| {
         if path.no_syncfs {
             sim.fail_first(Call::SyncFs, errnos::EOPNOTSUPP);
         }
     });
     ensure!(result.is_ok(), "{}: {result:?}", path.name);
+    // The clean run's crash points, once (see `run_path`).
+    let mut images =
+        batch_images_from(&sim, &oracle, 0).map_err(|v| format!("{}, clean: {v}", path.name))?;
     let clean = sim.trace();
+    let clean_log = sim.lock().log.clone();
     let commit_start = clean
         .iter()
         .rposition(|t| t.call == Call::WriteAt)
         .expect("the batch writes")
         + 1;
-    let (mut runs, mut images) = (0, 0);
+    let mut runs = 0;
     for (nth, entry) in clean.iter().enumerate() {
         // The unsupported syncfs already fails in the clean run.
         if !entry.call.can_fail() || entry.injected {
@@ -678,7 +716,7 @@ fn run_batch_path(path: &BatchPath) -> Result<(usize, u64), String> {
                 2
             };
             for cleanup_fails in [false, true].into_iter().take(variants) {
-                images += run_batch_one(path, nth, commit_start, errno, cleanup_fails)?;
+                images += run_batch_one(path, &clean_log, nth, commit_start, errno, cleanup_fails)?;
                 runs += 1;
             }
         }

@@ -384,7 +384,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
 
 fn config() -> Config {
     Config {
-        cases: 256,
+        cases: 512,
         failure_persistence: None,
         rng_seed: RngSeed::Fixed(0xc0ffee),
         ..Config::default()
