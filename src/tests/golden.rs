@@ -519,4 +519,18 @@ fn backup_that_already_is_the_old_file_leaves_no_temp_link() {
     );
     assert_eq!(sim.read_file("/d/a~").unwrap(), b"old a");
     assert_eq!(sim.read_file("/d/a").unwrap(), b"new a");
+    // The file has two names, so the backup looks first, and finds its
+    // work done.
+    let trace = sim.trace_lines();
+    assert_eq!(
+        trace[10..],
+        [
+            "sync_file(.a.*.tmp) = ok",
+            "stat_at(/d, a~) = ok",
+            "rename_at(/d, .a.*.tmp, a) = ok",
+            "close(.a.*.tmp)",
+            "sync_dir(/d) = ok",
+        ],
+        "{trace:#?}"
+    );
 }
