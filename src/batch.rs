@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Step};
 use crate::options::Options;
-use crate::protocol::Replace;
+use crate::protocol::{Broken, Replace};
 use crate::sys::{RealSys, Sys};
 
 /// The engine of [`Batch`], generic so the simulator runs the same code.
@@ -50,24 +50,37 @@ impl<S: Sys> Entries<S> {
     /// fsync each directory once.
     pub(crate) fn commit(mut self) -> Result<(), Error> {
         let total = self.entries.len();
-        // Dropping `self.entries` on any early return removes the temps
-        // that were not renamed.
+        // On an early return, `remove_temps` removes the temps that were
+        // not renamed.
         for i in 0..total {
             if let Err(e) = self.entries[i].prepare() {
+                let e = self.remove_temps(e);
                 return Err(batch_error(e, Vec::new(), total));
             }
         }
-        self.sync_data()
-            .map_err(|e| batch_error(e, Vec::new(), total))?;
+        // (Broken::RenameBeforeSync: skip the flush; each temp is fsynced
+        // after its rename instead, in `publish_prepared`.)
+        if !self
+            .entries
+            .iter()
+            .any(|e| e.broken(Broken::RenameBeforeSync))
+        {
+            if let Err(e) = self.sync_data() {
+                let e = self.remove_temps(e);
+                return Err(batch_error(e, Vec::new(), total));
+            }
+        }
         let mut replaced: Vec<usize> = Vec::with_capacity(total);
         for i in 0..total {
             if let Err(e) = self.entries[i].publish_prepared() {
                 // Make what was already replaced durable before reporting.
                 let _ = self.sync_dirs(&replaced);
-                let paths = replaced
+                let paths: Vec<PathBuf> = replaced
                     .iter()
-                    .map(|&j| self.entries[j].target().to_path_buf());
-                return Err(batch_error(e, paths.collect(), total));
+                    .map(|&j| self.entries[j].target().to_path_buf())
+                    .collect();
+                let e = self.remove_temps(e);
+                return Err(batch_error(e, paths, total));
             }
             replaced.push(i);
         }
@@ -100,6 +113,20 @@ impl<S: Sys> Entries<S> {
             }
         }
         Ok(())
+    }
+
+    /// After a failed commit: removes the temps not renamed (and closes
+    /// every temp), and names in `err` the first temp that could not be
+    /// removed, unless it already names one (an error has one slot).
+    fn remove_temps(&mut self, mut err: Error) -> Error {
+        for entry in self.entries.drain(..) {
+            if let Err(e) = entry.discard() {
+                if let (None, Some(temp)) = (err.temp_left(), e.temp_left()) {
+                    err = err.with_temp_left(temp.to_path_buf());
+                }
+            }
+        }
+        err
     }
 
     /// fsyncs the directory of each entry in `which`, once per directory.
@@ -226,7 +253,8 @@ impl Batch {
     /// # Errors
     /// An [`Error::Batch`] naming the file and step that failed and
     /// listing the files already replaced ([`Error::replaced`]); every other
-    /// file keeps its old content and its temp is removed.
+    /// file keeps its old content and its temp is removed (one that cannot
+    /// be removed is named by [`Error::temp_left`]).
     pub fn commit(self) -> Result<(), Error> {
         self.entries.commit()
     }

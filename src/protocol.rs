@@ -49,6 +49,12 @@ pub enum Broken {
     RetrySync,
     /// Unlink the target, then rename the temp into the free name.
     UnlinkThenRename,
+    /// Report a failed directory fsync as a failed rename, so the error
+    /// says the target was not replaced although it was.
+    DirSyncErrorLooksEarly,
+    /// `create_new` by looking first: `fstatat` the target, then a plain
+    /// rename if it was absent (a racing creator is clobbered).
+    CheckThenRename,
 }
 
 /// A replace in progress: the temp exists and the target is untouched.
@@ -276,9 +282,14 @@ impl<S: Sys> Replace<S> {
         }
         // The rename lives in the directory; until the directory is on disk
         // a power cut can undo it.
+        let step = if self.broken(Broken::DirSyncErrorLooksEarly) {
+            Step::Rename
+        } else {
+            Step::SyncParent
+        };
         self.sys
             .sync_dir(&self.dir)
-            .map_err(|e| Error::io(Step::SyncParent, &self.target, e))
+            .map_err(|e| Error::io(step, &self.target, e))
     }
 
     /// Step 4: one `pwrite` at the current position, retried on `EINTR`.
@@ -526,6 +537,15 @@ impl<S: Sys> Replace<S> {
                     _ => e,
                 });
         }
+        if self.broken(Broken::CheckThenRename) {
+            if self.sys.stat_at(&self.dir, &self.name).is_ok() {
+                return Err(self.fail(self.already_exists()));
+            }
+            let result = self.sys.rename_at(&self.dir, &self.temp, &self.name);
+            result.map_err(|e| self.fail(Error::io(Step::Rename, &self.target, e)))?;
+            self.named = false;
+            return Ok(());
+        }
         let result = self
             .sys
             .rename_noreplace_at(&self.dir, &self.temp, &self.name);
@@ -576,15 +596,39 @@ impl<S: Sys> Replace<S> {
     fn backup(&mut self) -> Result<(), Error> {
         let mut backup = self.name.clone();
         backup.push("~");
+        // `name~` may already be this very file (a crash between the two
+        // renames leaves them so). Then there is nothing to keep, and the
+        // rename onto it would do nothing and leave the temp link behind.
+        // Only a file with other names can be in that state.
+        if let Some(old) = self.old.filter(|old| old.nlink > 1) {
+            if self
+                .sys
+                .stat_at(&self.dir, &backup)
+                .is_ok_and(|st| st.ino == old.ino)
+            {
+                return Ok(());
+            }
+        }
         let temp = temp_name(&backup, self.sys.random());
         let (sys, dir) = (&self.sys, &self.dir);
+        let mut left = None;
         let result = sys.link_at(dir, &self.name, &temp).and_then(|()| {
             sys.rename_at(dir, &temp, &backup).inspect_err(|_| {
-                let _ = sys.unlink_at(dir, &temp);
+                if sys.unlink_at(dir, &temp).is_err() {
+                    left = Some(self.parent.join(&temp));
+                }
             })
         });
         // The borrow of `dir` ends here; `fail` needs `self` whole.
-        result.map_err(|e| self.fail(Error::io(Step::Backup, &self.target, e)))
+        result.map_err(|e| {
+            let err = self.fail(Error::io(Step::Backup, &self.target, e));
+            // A backup link that could not be removed is named like a temp
+            // (unless the temp itself stayed too: the error has one slot).
+            match left {
+                Some(path) if err.temp_left().is_none() => err.with_temp_left(path),
+                _ => err,
+            }
+        })
     }
 
     /// Cleanup after a failure before the rename: closes and removes the
@@ -632,13 +676,13 @@ impl<S: Sys> Replace<S> {
     }
 
     #[cfg(any(test, feature = "sim"))]
-    fn broken(&self, variant: Broken) -> bool {
+    pub(crate) fn broken(&self, variant: Broken) -> bool {
         self.opts.broken == Some(variant)
     }
 
     #[cfg(not(any(test, feature = "sim")))]
     #[inline(always)]
-    fn broken(&self, _: Broken) -> bool {
+    pub(crate) fn broken(&self, _: Broken) -> bool {
         false
     }
 }
@@ -647,13 +691,15 @@ impl<S: Sys> Replace<S> {
 /// type-checked while compiling to nothing.
 #[cfg(not(any(test, feature = "sim")))]
 #[derive(Clone, Copy)]
-enum Broken {
+pub(crate) enum Broken {
     NoFileSync,
     NoDirSync,
     ModeAfterSync,
     RenameBeforeSync,
     RetrySync,
     UnlinkThenRename,
+    DirSyncErrorLooksEarly,
+    CheckThenRename,
 }
 
 impl<S: Sys> Drop for Replace<S> {

@@ -1,7 +1,7 @@
 //! The crash checker: runs one replace on a fresh simulator, then looks at
 //! every crash image at every crash point and checks the guarantees.
 //!
-//! Shared by the exhaustive crash tests, the negative controls,
+//! Shared by the exhaustive crash tests, the fault tier, the negative controls,
 //! `examples/crash_report.rs` and the benchmark.
 //!
 //! The invariants (REFERENCE.md §2.5), for the file the replace is about:
@@ -15,10 +15,19 @@
 //!    the final point shows the old version.
 //! 4. **Untouched**: a symlink that was followed is still the same symlink.
 //! 5. **Bounded leaks**: besides the expected names, only temp-named files
-//!    appear, at most one.
+//!    appear, at most one (two with a backup: its link waits under a temp
+//!    name for its rename).
+//! 6. **Backup**: `a~` is the earlier backup (or absent) or the old
+//!    version, never torn or new; after `Ok` at Durable, the old version.
 //!
 //! The volatile view is checked too: after `Ok` it shows the new version and
 //! no temp; after a refusal, the old version and no temp.
+//!
+//! Batches ([`BatchCase`]) are checked per file: old or new in every image;
+//! all new at the final point after `Ok` at Durable; after an error, every
+//! file the error does not list as replaced is old at the final point and in
+//! the volatile view, every file it lists is new in the volatile view; at
+//! most one temp per file.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -59,6 +68,28 @@ pub enum Reach {
     NotFollowed,
 }
 
+/// The entry point a case goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `write(path, bytes)`.
+    Write,
+    /// `open` + `Write` in chunks of 100 bytes + `commit`.
+    Streaming,
+    /// `update(path, f)`: `f` checks it was given the old content.
+    Update,
+}
+
+/// Whether a case keeps the old version as `name~`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backup {
+    /// No backup.
+    Off,
+    /// `Options::backup`, no earlier backup: `a~` is created.
+    First,
+    /// `Options::backup` over an earlier backup: `a~` is replaced.
+    Rotate,
+}
+
 /// One configuration of a single replace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case {
@@ -73,8 +104,12 @@ pub struct Case {
     pub reach: Reach,
     /// Length of the new content.
     pub payload_len: usize,
-    /// Through `open` + `Write` + `commit` instead of `write`.
-    pub streaming: bool,
+    /// Which entry point runs the replace.
+    pub via: Via,
+    /// `Options::unnamed_temp`: an `O_TMPFILE` temp, linked at commit.
+    pub unnamed_temp: bool,
+    /// `Options::backup`, and whether an earlier backup exists.
+    pub backup: Backup,
     /// Run as an ordinary user ([`USER_ID`](super::USER_ID)) who owns the
     /// directories and the old file, instead of root.
     pub user: bool,
@@ -91,11 +126,21 @@ impl fmt::Display for Case {
         };
         write!(
             f,
-            "{} {reach} {:?}{}{}{} {}B",
+            "{} {reach} {:?}{}{}{}{}{} {}B",
             if self.present { "present" } else { "absent" },
             self.durability,
             if self.create_new { " create_new" } else { "" },
-            if self.streaming { " streaming" } else { "" },
+            match self.via {
+                Via::Write => "",
+                Via::Streaming => " streaming",
+                Via::Update => " update",
+            },
+            if self.unnamed_temp { " unnamed" } else { "" },
+            match self.backup {
+                Backup::Off => "",
+                Backup::First => " backup",
+                Backup::Rotate => " backup-rotate",
+            },
             if self.user { " user" } else { "" },
             self.payload_len,
         )
@@ -184,6 +229,8 @@ pub fn payload(len: usize, tag: u8) -> Vec<u8> {
 }
 
 const OLD_CONTENT: &[u8] = b"the old version of the file\n";
+const OLDER_CONTENT: &[u8] = b"the backup of an even older version\n";
+const OLDER_MODE: u32 = 0o640;
 const LINK_TARGET: &str = "../e/a";
 
 /// What a case must do.
@@ -197,6 +244,10 @@ pub struct Expected {
     pub new: Version,
     /// Whether the replace must be refused (`create_new` on an existing name).
     pub refused: bool,
+    /// With a backup that applies (the old version is a regular file):
+    /// the backup's path and its version before. A successful replace
+    /// makes it `old`.
+    pub backup: Option<(PathBuf, Version)>,
 }
 
 impl Case {
@@ -215,7 +266,9 @@ impl Case {
                             create_new,
                             reach,
                             payload_len: PAYLOAD_LEN,
-                            streaming: false,
+                            via: Via::Write,
+                            unnamed_temp: false,
+                            backup: Backup::Off,
                             user: false,
                             broken: None,
                         });
@@ -233,12 +286,46 @@ impl Case {
         let mut out = Vec::new();
         for case in Case::matrix() {
             for payload_len in [0, 1, 512, 5000] {
-                for streaming in [false, true] {
+                for via in [Via::Write, Via::Streaming] {
                     out.push(Case {
                         payload_len,
-                        streaming,
+                        via,
                         ..case.clone()
                     });
+                }
+            }
+        }
+        out
+    }
+
+    /// The paths that landed after the first version too: [`Case::matrix`]
+    /// × payloads of 0, 1, 512 and 5000 bytes × `write`, streaming or
+    /// `update` × named or unnamed (`O_TMPFILE`) temp × no backup, a
+    /// first backup or a rotated one (the backup only where it applies: an
+    /// existing regular file, not `create_new`). 768 cases; the first 192
+    /// that are not `update`, unnamed or backup are [`Case::suite`].
+    pub fn extended_suite() -> Vec<Case> {
+        let mut out = Vec::new();
+        for case in Case::matrix() {
+            let backups: &[Backup] =
+                if case.present && !case.create_new && case.reach != Reach::NotFollowed {
+                    &[Backup::Off, Backup::First, Backup::Rotate]
+                } else {
+                    &[Backup::Off]
+                };
+            for payload_len in [0, 1, 512, 5000] {
+                for via in [Via::Write, Via::Streaming, Via::Update] {
+                    for unnamed_temp in [false, true] {
+                        for &backup in backups {
+                            out.push(Case {
+                                payload_len,
+                                via,
+                                unnamed_temp,
+                                backup,
+                                ..case.clone()
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -259,8 +346,19 @@ impl Case {
         opts.durability(self.durability)
             .create_new(self.create_new)
             .follow_symlinks(self.reach != Reach::NotFollowed)
+            .unnamed_temp(self.unnamed_temp)
+            .backup(self.backup != Backup::Off)
             .broken(self.broken);
         opts
+    }
+
+    /// The file that is replaced (for [`Reach::NotFollowed`], where the
+    /// link's target would be).
+    fn file(&self) -> &'static str {
+        match self.reach {
+            Reach::Direct => "/d/a",
+            Reach::Followed | Reach::NotFollowed => "/e/a",
+        }
     }
 
     /// The starting state: `/d`, `/e`, the old file and the link, all
@@ -271,16 +369,19 @@ impl Case {
         sim.set_identity(uid, gid, !self.user);
         sim.mkdir("/d", 0o755).expect("fresh fs");
         sim.mkdir("/e", 0o755).expect("fresh fs");
-        let file = match self.reach {
-            Reach::Direct => "/d/a",
-            Reach::Followed | Reach::NotFollowed => "/e/a",
-        };
+        let file = self.file();
         if self.reach != Reach::Direct {
             sim.symlink("/d/a", LINK_TARGET).expect("fresh fs");
         }
         if self.present {
             let (uid, gid) = self.old_owner();
             sim.put_file(file, OLD_CONTENT, OLD_MODE, uid, gid)
+                .expect("fresh fs");
+        }
+        if self.backup == Backup::Rotate {
+            let (uid, gid) = self.old_owner();
+            let backup = format!("{file}~");
+            sim.put_file(backup, OLDER_CONTENT, OLDER_MODE, uid, gid)
                 .expect("fresh fs");
         }
         sim
@@ -334,11 +435,26 @@ impl Case {
             uid,
             gid,
         };
+        let backup_applies =
+            self.backup != Backup::Off && !self.create_new && matches!(old, Version::File { .. });
+        let backup = backup_applies.then(|| {
+            let before = match self.backup {
+                Backup::Rotate => Version::File {
+                    data: OLDER_CONTENT.to_vec(),
+                    mode: OLDER_MODE,
+                    uid: self.old_owner().0,
+                    gid: self.old_owner().1,
+                },
+                _ => Version::Absent,
+            };
+            (PathBuf::from(format!("{path}~")), before)
+        });
         Expected {
             path: PathBuf::from(path),
             refused: self.create_new && old != Version::Absent,
             old,
             new,
+            backup,
         }
     }
 
@@ -346,8 +462,25 @@ impl Case {
     pub fn run(&self, sim: &SimFs) -> Result<(), Error> {
         let opts = self.options();
         let data = payload(self.payload_len, 1);
-        if !self.streaming {
-            return sim.write("/d/a", &data, &opts);
+        match self.via {
+            Via::Write => return sim.write("/d/a", &data, &opts),
+            Via::Update => {
+                // `f` must be given exactly the old content: none for a new
+                // file or a symlink that is replaced, not followed.
+                let want = match self.expected().old {
+                    Version::File { data, .. } => Some(data),
+                    _ => None,
+                };
+                return sim.update("/d/a", &opts, move |current| {
+                    if current.map(<[u8]>::to_vec) != want {
+                        return Err(std::io::Error::other(format!(
+                            "update read {current:?}, not the old content"
+                        )));
+                    }
+                    Ok(data)
+                });
+            }
+            Via::Streaming => {}
         }
         let mut file = sim.open("/d/a", &opts)?;
         for chunk in data.chunks(100) {
@@ -451,10 +584,30 @@ impl Oracle {
                 return Err(format!("the followed symlink /d/a became {link}"));
             }
         }
+        // The backup is the earlier backup (or none) or the old version,
+        // never torn, never the new one; after a durable `Ok` the old one.
+        if let Some((path, before)) = &exp.backup {
+            let now = version(fs, path);
+            if now != *before && now != exp.old {
+                return Err(format!(
+                    "backup {} is neither the earlier backup nor old: {now}",
+                    path.display()
+                ));
+            }
+            if last && self.durable && now != exp.old {
+                return Err(format!(
+                    "after Ok (Durable) backup {} is not old: {now}",
+                    path.display()
+                ));
+            }
+        }
+        // One temp for the new content, and one more while the backup is
+        // linked under a temp name before its rename.
+        let temps_max = if exp.backup.is_some() { 2 } else { 1 };
         let mut temps = 0;
         for dir in ["/d", "/e"] {
             for name in names(fs, Path::new(dir)) {
-                if name == "a" {
+                if name == "a" || (name == "a~" && exp.backup.is_some()) {
                     continue;
                 }
                 if !is_temp_name(&name) {
@@ -463,7 +616,7 @@ impl Oracle {
                 temps += 1;
             }
         }
-        if temps > 1 {
+        if temps > temps_max {
             return Err(format!("{temps} temp files for one replace"));
         }
         Ok(())
@@ -514,6 +667,10 @@ pub fn check_volatile(
     let st = sim.lock();
     let exp = &oracle.expected;
     let now = version(&st.volatile, &exp.path);
+    let backup_now = exp
+        .backup
+        .as_ref()
+        .map(|(path, before)| (version(&st.volatile, path), before));
     drop(st);
     let bad = |message: String| {
         Some(Violation {
@@ -522,6 +679,15 @@ pub fn check_volatile(
             message,
         })
     };
+    match (&backup_now, result) {
+        (Some((now, _)), Ok(())) if *now != exp.old => {
+            return bad(format!("after Ok the backup is {now}"));
+        }
+        (Some((now, before)), Err(_)) if now != *before && *now != exp.old => {
+            return bad(format!("after an error the backup is {now}"));
+        }
+        _ => {}
+    }
     match result {
         Ok(()) if exp.refused => return bad("create_new replaced an existing file".into()),
         Ok(()) if now != exp.new => return bad(format!("after Ok the file is {now}")),
@@ -542,9 +708,20 @@ pub fn check_volatile(
 
 /// Checks every image of every crash point of a finished run.
 pub fn check_images(sim: &SimFs, oracle: &Oracle, model: Model, budget: &Budget) -> Report {
+    check_images_from(sim, oracle, model, budget, 0)
+}
+
+/// Checks every image of the crash points after at least `from` effects.
+pub fn check_images_from(
+    sim: &SimFs,
+    oracle: &Oracle,
+    model: Model,
+    budget: &Budget,
+    from: usize,
+) -> Report {
     let mut report = Report::default();
     let end = sim.effects();
-    let stats = sim.explore(model, 0, budget, &mut |point, fs| {
+    let stats = sim.explore(model, from, budget, &mut |point, fs| {
         if let Err(message) = oracle.check_image(fs, point.effects == end) {
             report.note(Violation {
                 model: Some(model),
@@ -622,27 +799,365 @@ pub fn sweep(broken: Option<Broken>, model: Model, cases: &[Case], budget: &Budg
     sweep
 }
 
-/// Honest errors (§2.5 invariant 4): a failed `fsync` of the temp is never
-/// followed by a rename or link.
+/// Honest errors (§2.5 invariant 4): a failed `fsync` of a temp, or a
+/// failed `syncfs` of a batch, is never followed by a rename or link. A
+/// `syncfs` that is unsupported (`EOPNOTSUPP`) is no failure: the batch
+/// fsyncs each temp instead.
 pub fn check_trace(sim: &SimFs) -> Option<Violation> {
+    use super::Call;
     let trace = sim.trace();
-    let failed = trace
-        .iter()
-        .position(|t| t.call == super::Call::SyncFile && t.result.is_err())?;
+    let failed = trace.iter().position(|t| match (t.call, t.result) {
+        (Call::SyncFile, Err(_)) => true,
+        (Call::SyncFs, Err(e)) => e != super::errno::NOTSUP,
+        _ => false,
+    })?;
     let publish = trace[failed..].iter().find(|t| {
         matches!(
             t.call,
-            super::Call::RenameAt | super::Call::RenameNoreplaceAt | super::Call::LinkAt
+            Call::RenameAt | Call::RenameNoreplaceAt | Call::LinkAt | Call::LinkUnnamed
         )
     })?;
     Some(Violation {
         model: None,
-        point: format!("#{failed} sync_file"),
-        message: format!("a failed fsync was followed by {publish}"),
+        point: format!("#{failed} {}", trace[failed].call),
+        message: format!("a failed flush was followed by {publish}"),
     })
 }
 
 /// A short text for a temp name (for messages).
 pub fn show_name(name: &OsStr) -> String {
     super::trace::show(name)
+}
+
+// ---- batches ----
+
+/// One configuration of a [`Batch`](crate::Batch) commit, over files in
+/// `/d` and `/e`, written by root (so a lost `fchown` shows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchCase {
+    /// The files in the order they are written, and whether each exists
+    /// before (then with old content of its own, [`OLD_MODE`] and
+    /// [`OLD_OWNER`]).
+    pub files: Vec<(&'static str, bool)>,
+    /// The durability level asked for.
+    pub durability: Durability,
+    /// `Options::unnamed_temp`.
+    pub unnamed_temp: bool,
+    /// Length of each file's new content.
+    pub payload_len: usize,
+    /// A deliberately broken protocol variant.
+    pub broken: Option<Broken>,
+}
+
+impl fmt::Display for BatchCase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("batch")?;
+        for (path, present) in &self.files {
+            write!(f, " {path}{}", if *present { "+" } else { "-" })?;
+        }
+        write!(
+            f,
+            " {:?}{} {}B",
+            self.durability,
+            if self.unnamed_temp { " unnamed" } else { "" },
+            self.payload_len
+        )
+    }
+}
+
+/// A batch file's version before the commit.
+fn batch_old(path: &str, present: bool) -> Version {
+    if !present {
+        return Version::Absent;
+    }
+    Version::File {
+        data: format!("old {path}\n").into_bytes(),
+        mode: OLD_MODE,
+        uid: OLD_OWNER.0,
+        gid: OLD_OWNER.1,
+    }
+}
+
+impl BatchCase {
+    /// The batch suite: two files in one directory, two in two, and three
+    /// in two with the directories interleaved (`/d`, `/e`, `/d`) × each
+    /// file absent or present × Durable or Consistent × named or unnamed
+    /// temps. 64 cases, 600-byte payloads (two sector pieces per write).
+    pub fn suite() -> Vec<BatchCase> {
+        let layouts: [&[&str]; 3] = [
+            &["/d/a", "/d/b"],
+            &["/d/a", "/e/c"],
+            &["/d/a", "/e/c", "/d/b"],
+        ];
+        let mut out = Vec::new();
+        for layout in layouts {
+            for present in 0..1u32 << layout.len() {
+                for durability in [Durability::Durable, Durability::Consistent] {
+                    for unnamed_temp in [false, true] {
+                        let files = layout
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &p)| (p, present >> i & 1 == 1))
+                            .collect();
+                        out.push(BatchCase {
+                            files,
+                            durability,
+                            unnamed_temp,
+                            payload_len: 600,
+                            broken: None,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The same case run by a broken protocol variant.
+    pub fn with_broken(&self, broken: Option<Broken>) -> BatchCase {
+        BatchCase {
+            broken,
+            ..self.clone()
+        }
+    }
+
+    /// The options every file of the batch uses.
+    pub fn options(&self) -> Options {
+        let mut opts = Options::new();
+        opts.durability(self.durability)
+            .unnamed_temp(self.unnamed_temp)
+            .broken(self.broken);
+        opts
+    }
+
+    /// `/d` and `/e` with the present files, all durable; root writes.
+    pub fn setup(&self, seed: u64) -> SimFs {
+        let sim = SimFs::new(seed);
+        sim.set_identity(0, 0, true);
+        sim.mkdir("/d", 0o755).expect("fresh fs");
+        sim.mkdir("/e", 0o755).expect("fresh fs");
+        for &(path, present) in &self.files {
+            if present {
+                let data = format!("old {path}\n");
+                sim.put_file(path, data.as_bytes(), OLD_MODE, OLD_OWNER.0, OLD_OWNER.1)
+                    .expect("fresh fs");
+            }
+        }
+        sim
+    }
+
+    /// Each file's path, version before, and version after the commit.
+    pub fn expected(&self) -> Vec<(PathBuf, Version, Version)> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, &(path, present))| {
+                let old = batch_old(path, present);
+                let (mode, uid, gid) = match old {
+                    Version::File { mode, uid, gid, .. } => (mode, uid, gid),
+                    _ => (NEW_MODE, 0, 0),
+                };
+                let new = Version::File {
+                    data: payload(self.payload_len, i as u8 + 1),
+                    mode,
+                    uid,
+                    gid,
+                };
+                (PathBuf::from(path), old, new)
+            })
+            .collect()
+    }
+
+    /// Writes every file into the batch and commits. A failed write drops
+    /// the batch (removing the temps written so far) and returns its error.
+    pub fn run(&self, sim: &SimFs) -> Result<(), Error> {
+        let mut batch = sim.batch(&self.options());
+        for (i, &(path, _)) in self.files.iter().enumerate() {
+            batch.write(path, &payload(self.payload_len, i as u8 + 1))?;
+        }
+        batch.commit()
+    }
+}
+
+/// What the images of a batch run are checked against.
+#[derive(Clone, Debug)]
+pub struct BatchOracle {
+    /// Each file's path, old and new version.
+    pub files: Vec<(PathBuf, Version, Version)>,
+    /// `Ok` at Durable: every file new at the final point.
+    pub durable: bool,
+    /// After an error, the files it lists as replaced ([`Error::replaced`]);
+    /// every other file must be old at the final point. `None` after `Ok`.
+    pub replaced: Option<Vec<PathBuf>>,
+    /// Temps a dropped batch may leave unnamed in the volatile view: a
+    /// failed write drops the batch, and `Drop` cannot report a temp it
+    /// failed to remove. 0 unless a fault plan makes such a removal fail.
+    pub dropped_leftovers: usize,
+}
+
+impl BatchOracle {
+    /// Checks one image at a point; `last` says it is the final point.
+    pub(crate) fn check_image(&self, fs: &Fs, last: bool) -> Result<(), String> {
+        for (path, old, new) in &self.files {
+            let now = version(fs, path);
+            if now != *old && now != *new {
+                return Err(format!("{} is neither old nor new: {now}", path.display()));
+            }
+            if last && self.durable && now != *new {
+                return Err(format!(
+                    "after Ok (Durable) {} is not new: {now}",
+                    path.display()
+                ));
+            }
+            let unreplaced = self.replaced.as_ref().is_some_and(|r| !r.contains(path));
+            if last && unreplaced && now != *old {
+                return Err(format!(
+                    "after a failed commit that did not replace it, {} is not old: {now}",
+                    path.display()
+                ));
+            }
+        }
+        // At most one temp per file, all temp-named; no other name.
+        let mut temps = 0;
+        for dir in ["/d", "/e"] {
+            for name in names(fs, Path::new(dir)) {
+                let path = Path::new(dir).join(&name);
+                if self.files.iter().any(|(p, _, _)| *p == path) {
+                    continue;
+                }
+                if !is_temp_name(&name) {
+                    return Err(format!("unexpected name {}", path.display()));
+                }
+                temps += 1;
+            }
+        }
+        if temps > self.files.len() {
+            return Err(format!(
+                "{temps} temp files for a batch of {}",
+                self.files.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `case` once, with `prepare` run on the simulator first (to plan
+/// faults or change knobs); returns the simulator and the oracle.
+pub fn run_batch_case_with(
+    case: &BatchCase,
+    seed: u64,
+    prepare: impl FnOnce(&SimFs),
+) -> (SimFs, BatchOracle, Result<(), Error>) {
+    let sim = case.setup(seed);
+    prepare(&sim);
+    let result = case.run(&sim);
+    let oracle = BatchOracle {
+        files: case.expected(),
+        durable: result.is_ok() && case.durability == Durability::Durable,
+        replaced: result.as_ref().err().map(|e| e.replaced().to_vec()),
+        dropped_leftovers: 0,
+    };
+    (sim, oracle, result)
+}
+
+/// Checks the volatile view after a batch run: after `Ok` every file is
+/// new and no temp is left; after an error exactly the files it lists as
+/// replaced are new, the others old, and no temp is left unless the error
+/// names it.
+pub fn check_batch_volatile(
+    sim: &SimFs,
+    oracle: &BatchOracle,
+    result: &Result<(), Error>,
+) -> Option<Violation> {
+    let bad = |message: String| {
+        Some(Violation {
+            model: None,
+            point: "end".into(),
+            message,
+        })
+    };
+    let st = sim.lock();
+    let now: Vec<Version> = oracle
+        .files
+        .iter()
+        .map(|(p, _, _)| version(&st.volatile, p))
+        .collect();
+    drop(st);
+    let replaced = result.as_ref().err().map_or(&[][..], Error::replaced);
+    for r in replaced {
+        if !oracle.files.iter().any(|(p, _, _)| p == r) {
+            return bad(format!("the error lists {} as replaced", r.display()));
+        }
+    }
+    for ((path, old, new), now) in oracle.files.iter().zip(&now) {
+        let want_new = result.is_ok() || replaced.contains(path);
+        let want = if want_new { new } else { old };
+        if now != want {
+            let said = match result {
+                Ok(()) => "after Ok".to_string(),
+                Err(e) => format!(
+                    "after {e} (replaced: {:?})",
+                    e.replaced().iter().map(|p| p.display()).collect::<Vec<_>>()
+                ),
+            };
+            return bad(format!("{said} {} is {now}", path.display()));
+        }
+    }
+    let temps = volatile_temps(sim);
+    let left = result.as_ref().err().and_then(Error::temp_left);
+    let named = |t: &&OsString| left.is_some_and(|l| l.file_name() == Some(t.as_os_str()));
+    let unnamed = temps.iter().filter(|t| !named(t)).count();
+    if unnamed > oracle.dropped_leftovers {
+        return bad(format!(
+            "temps left behind: {temps:?} (the error names {left:?})"
+        ));
+    }
+    None
+}
+
+/// Checks every image of every crash point of a finished batch run.
+pub fn check_batch_images(
+    sim: &SimFs,
+    oracle: &BatchOracle,
+    model: Model,
+    budget: &Budget,
+) -> Report {
+    let mut report = Report::default();
+    let end = sim.effects();
+    let stats = sim.explore(model, 0, budget, &mut |point, fs| {
+        if let Err(message) = oracle.check_image(fs, point.effects == end) {
+            report.note(Violation {
+                model: Some(model),
+                point: point.label.clone(),
+                message,
+            });
+        }
+        true
+    });
+    report.stats = stats;
+    report
+}
+
+/// Runs `case` (no faults: it must succeed) and checks the volatile view,
+/// the trace and every crash image in `model`.
+pub fn explore_batch(case: &BatchCase, model: Model, budget: &Budget) -> Report {
+    let (sim, oracle, result) = run_batch_case_with(case, budget.seed, |_| {});
+    let mut report = check_batch_images(&sim, &oracle, model, budget);
+    for v in [
+        check_batch_volatile(&sim, &oracle, &result),
+        check_trace(&sim),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        report.note(v);
+    }
+    if let Err(e) = &result {
+        report.note(Violation {
+            model: None,
+            point: "end".into(),
+            message: format!("unexpected error {e}"),
+        });
+    }
+    report
 }

@@ -10,6 +10,7 @@ use rustix::io::Errno as E;
 pub(crate) type Errno = i32;
 
 pub(crate) const ACCESS: Errno = E::ACCESS.raw_os_error();
+pub(crate) const AGAIN: Errno = E::AGAIN.raw_os_error();
 pub(crate) const BADF: Errno = E::BADF.raw_os_error();
 pub(crate) const DQUOT: Errno = E::DQUOT.raw_os_error();
 pub(crate) const EXIST: Errno = E::EXIST.raw_os_error();
@@ -28,8 +29,9 @@ pub(crate) const PERM: Errno = E::PERM.raw_os_error();
 
 /// The symbolic name of `e`, for traces and messages.
 pub(crate) fn name(e: Errno) -> String {
-    const NAMES: [(Errno, &str); 16] = [
+    const NAMES: [(Errno, &str); 17] = [
         (ACCESS, "EACCES"),
+        (AGAIN, "EWOULDBLOCK"),
         (BADF, "EBADF"),
         (DQUOT, "EDQUOT"),
         (EXIST, "EEXIST"),

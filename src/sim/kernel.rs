@@ -62,6 +62,20 @@ pub(crate) struct SimHandle {
     name: String,
 }
 
+/// Work to run just before a given call: another writer's steps, to
+/// interleave two writers deterministically in one thread.
+pub(crate) struct Hook {
+    /// The trace index of the call it runs before.
+    pub(crate) before: usize,
+    pub(crate) run: Box<dyn FnOnce(&SimFs) + Send>,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hook(before #{})", self.before)
+    }
+}
+
 /// Everything one simulator knows.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -78,6 +92,10 @@ pub(crate) struct State {
     rng: u64,
     open: BTreeMap<u32, Ino>,
     next_fd: u32,
+    /// `flock`s held: inode -> the descriptor (open file description) that
+    /// holds it. Released when that descriptor is closed.
+    flocks: BTreeMap<Ino, u32>,
+    pub(crate) hooks: Vec<Hook>,
 }
 
 /// SplitMix64: a tiny, good-enough deterministic generator.
@@ -140,6 +158,8 @@ impl State {
             rng: seed,
             open: BTreeMap::new(),
             next_fd: 3,
+            flocks: BTreeMap::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -558,12 +578,30 @@ impl State {
     }
 }
 
+impl SimFs {
+    /// Locks the state for one traced call, first running any hook planned
+    /// before the call with this index (with the lock released, since the
+    /// hook makes calls of its own).
+    fn enter(&self) -> std::sync::MutexGuard<'_, State> {
+        loop {
+            let mut st = self.lock();
+            let index = st.trace.len();
+            let Some(at) = st.hooks.iter().position(|h| h.before == index) else {
+                return st;
+            };
+            let hook = st.hooks.remove(at);
+            drop(st);
+            (hook.run)(self);
+        }
+    }
+}
+
 impl Sys for SimFs {
     type Dir = SimDir;
     type File = SimHandle;
 
     fn open_dir(&self, path: &Path) -> io::Result<SimDir> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::OpenDir, path.display().to_string());
         let result = match fault {
             Some(e) => Err(e),
@@ -573,7 +611,7 @@ impl Sys for SimFs {
     }
 
     fn stat_at(&self, dir: &SimDir, name: &OsStr) -> io::Result<Stat> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::StatAt, format!("{}, {}", dir.path, show(name)));
         let result = match fault {
             Some(e) => Err(e),
@@ -585,7 +623,7 @@ impl Sys for SimFs {
     }
 
     fn read_link_at(&self, dir: &SimDir, name: &OsStr) -> io::Result<OsString> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::ReadLinkAt, format!("{}, {}", dir.path, show(name)));
         let result = match fault {
             Some(e) => Err(e),
@@ -600,7 +638,7 @@ impl Sys for SimFs {
     }
 
     fn create_at(&self, dir: &SimDir, name: &OsStr, mode: u32) -> io::Result<SimHandle> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let args = format!("{}, {}, {mode:#o}", dir.path, show(name));
         let (index, fault) = st.begin(Call::CreateAt, args);
         let result = match fault {
@@ -611,7 +649,7 @@ impl Sys for SimFs {
     }
 
     fn write_at(&self, file: &SimHandle, buf: &[u8], offset: u64) -> io::Result<usize> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let args = format!("{}, {} bytes @{offset}", file.name, buf.len());
         let (index, fault) = st.begin(Call::WriteAt, args);
         let result = match fault {
@@ -627,7 +665,7 @@ impl Sys for SimFs {
     }
 
     fn stat_file(&self, file: &SimHandle) -> io::Result<Stat> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::StatFile, file.name.clone());
         let result = match fault {
             Some(e) => Err(e),
@@ -637,7 +675,7 @@ impl Sys for SimFs {
     }
 
     fn set_owner(&self, file: &SimHandle, uid: u32, gid: u32) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::SetOwner, format!("{}, {uid}, {gid}", file.name));
         let result = match fault {
             Some(e) => Err(e),
@@ -649,7 +687,7 @@ impl Sys for SimFs {
     }
 
     fn set_mode(&self, file: &SimHandle, mode: u32) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::SetMode, format!("{}, {mode:#o}", file.name));
         let result = match fault {
             Some(e) => Err(e),
@@ -661,7 +699,7 @@ impl Sys for SimFs {
     }
 
     fn sync_file(&self, file: &SimHandle) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::SyncFile, file.name.clone());
         let result = st.inode_of(file).and_then(|ino| match fault {
             // Writeback failed: Linux marks the pages clean, so what was
@@ -680,15 +718,16 @@ impl Sys for SimFs {
     }
 
     fn close(&self, file: SimHandle) {
-        let mut st = self.lock();
+        let mut st = self.enter();
         st.begin(Call::Close, file.name.clone());
+        st.flocks.retain(|_, fd| *fd != file.fd);
         if let Some(ino) = st.open.remove(&file.fd) {
             st.forget_if_unused(ino);
         }
     }
 
     fn rename_at(&self, dir: &SimDir, from: &OsStr, to: &OsStr) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let args = format!("{}, {}, {}", dir.path, show(from), show(to));
         let (index, fault) = st.begin(Call::RenameAt, args);
         let result = match fault {
@@ -699,7 +738,7 @@ impl Sys for SimFs {
     }
 
     fn rename_noreplace_at(&self, dir: &SimDir, from: &OsStr, to: &OsStr) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let args = format!("{}, {}, {}", dir.path, show(from), show(to));
         let (index, fault) = st.begin(Call::RenameNoreplaceAt, args);
         let result = match fault {
@@ -711,7 +750,7 @@ impl Sys for SimFs {
     }
 
     fn link_at(&self, dir: &SimDir, from: &OsStr, to: &OsStr) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let args = format!("{}, {}, {}", dir.path, show(from), show(to));
         let (index, fault) = st.begin(Call::LinkAt, args);
         let result = match fault {
@@ -722,7 +761,7 @@ impl Sys for SimFs {
     }
 
     fn unlink_at(&self, dir: &SimDir, name: &OsStr) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::UnlinkAt, format!("{}, {}", dir.path, show(name)));
         let result = match fault {
             Some(e) => Err(e),
@@ -732,7 +771,7 @@ impl Sys for SimFs {
     }
 
     fn sync_dir(&self, dir: &SimDir) -> io::Result<()> {
-        let mut st = self.lock();
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::SyncDir, dir.path.clone());
         let result = match fault {
             Some(e) => Err(e),
@@ -745,25 +784,35 @@ impl Sys for SimFs {
     }
 
     fn lock(&self, file: &SimHandle, wait: bool) -> io::Result<()> {
-        // One process: a lock is always granted; the call is traced so a
-        // fault can be injected and golden traces show it.
-        let mut st = SimFs::lock(self);
+        // flock locks belong to an open file description: a second
+        // descriptor of the same file (a `sweep` opening a live writer's
+        // temp) conflicts even within one process. One thread cannot wait
+        // for itself, so a conflict fails at once either way.
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::Lock, format!("{}, wait={wait}", file.name));
         let result = match fault {
             Some(e) => Err(e),
-            None => st.inode_of(file).map(|_| ()),
+            None => st.inode_of(file).and_then(|ino| match st.flocks.get(&ino) {
+                Some(&fd) if fd != file.fd => Err(errno::AGAIN),
+                _ => {
+                    st.flocks.insert(ino, file.fd);
+                    Ok(())
+                }
+            }),
         };
         st.finish(index, result)
     }
 
+    /// Always granted: one thread cannot wait for another holder, and the
+    /// protocol takes this lock once per `update`.
     fn lock_dir(&self, dir: &SimDir) -> io::Result<()> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::LockDir, dir.path.clone());
         st.finish(index, fault.map_or(Ok(()), Err))
     }
 
     fn open_read_at(&self, dir: &SimDir, name: &OsStr) -> io::Result<SimHandle> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::OpenReadAt, format!("{}, {}", dir.path, show(name)));
         let result = match fault {
             Some(e) => Err(e),
@@ -773,7 +822,7 @@ impl Sys for SimFs {
     }
 
     fn read_at(&self, file: &SimHandle, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let args = format!("{}, {} bytes @{offset}", file.name, buf.len());
         let (index, fault) = st.begin(Call::ReadAt, args);
         let result = match fault {
@@ -789,7 +838,7 @@ impl Sys for SimFs {
     }
 
     fn read_dir(&self, dir: &SimDir) -> io::Result<Vec<OsString>> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::ReadDir, dir.path.clone());
         let result = match fault {
             Some(e) => Err(e),
@@ -802,27 +851,27 @@ impl Sys for SimFs {
     /// as on a filesystem mounted without them); copying them is best
     /// effort, so the protocol carries on.
     fn list_xattrs(&self, path: &Path) -> io::Result<Vec<OsString>> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::ListXattrs, path.display().to_string());
         st.finish(index, Err(fault.unwrap_or(errno::NOTSUP)))
     }
 
     fn get_xattr(&self, path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let args = format!("{}, {}", path.display(), name.to_string_lossy());
         let (index, fault) = st.begin(Call::GetXattr, args);
         st.finish(index, Err(fault.unwrap_or(errno::NOTSUP)))
     }
 
     fn set_xattr(&self, file: &SimHandle, name: &OsStr, _value: &[u8]) -> io::Result<()> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let args = format!("{}, {}", file.name, name.to_string_lossy());
         let (index, fault) = st.begin(Call::SetXattr, args);
         st.finish(index, Err(fault.unwrap_or(errno::NOTSUP)))
     }
 
     fn sync_fs(&self, dir: &SimDir) -> io::Result<()> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::SyncFs, dir.path.clone());
         let result = match fault {
             // A failed syncfs makes nothing durable that was pending; the
@@ -837,7 +886,7 @@ impl Sys for SimFs {
     }
 
     fn create_unnamed(&self, dir: &SimDir, mode: u32) -> io::Result<SimHandle> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let (index, fault) = st.begin(Call::CreateUnnamed, format!("{}, {mode:#o}", dir.path));
         let result = match fault {
             Some(e) => Err(e),
@@ -847,7 +896,7 @@ impl Sys for SimFs {
     }
 
     fn link_unnamed(&self, file: &SimHandle, dir: &SimDir, name: &OsStr) -> io::Result<()> {
-        let mut st = SimFs::lock(self);
+        let mut st = self.enter();
         let args = format!("{}, {}, {}", file.name, dir.path, show(name));
         let (index, fault) = st.begin(Call::LinkUnnamed, args);
         let result = match fault {

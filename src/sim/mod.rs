@@ -23,16 +23,25 @@
 //!   of a kind, with an error number. A failed `fsync` drops the file's
 //!   dirty pages, as Linux does, and the next `fsync` succeeds.
 //! - **A trace** of every call, with temp names masked, for golden tests.
+//! - **`O_TMPFILE`** (an inode with no name until linked; switched off with
+//!   [`SimFs::set_tmpfile`]), reads, `getdents`, `syncfs` (everything
+//!   durable), and `flock` per open file description (a second descriptor
+//!   of a locked file gets `EWOULDBLOCK`), so [`SimFs::update`],
+//!   [`SimFs::batch`] and [`SimFs::sweep`] run the real code.
+//! - **Interleaving**: [`SimFs::before_call`] slots another writer's steps
+//!   just before a given call, deterministically, in one thread.
 //!
 //! Everything is deterministic: the temp names come from the seed given to
 //! [`SimFs::new`], and sampling of crash images from [`Budget::seed`].
 //!
 //! # What it does not model
 //!
-//! Concurrent processes; `O_TMPFILE`; hard-link counts of directories;
-//! sticky directories; ACLs and extended attributes; a full disk (only as an
-//! injected `ENOSPC`); garbage (rather than zeros) in torn sectors; data
-//! written through a second descriptor; reads. DESIGN.md lists the rest.
+//! Concurrent processes (only interleaving in one thread; the directory
+//! lock of `update` is always granted); hard-link counts of directories;
+//! sticky directories; ACLs; extended attributes (every xattr call fails
+//! with `EOPNOTSUPP`); timestamps (every mtime is 0); a full disk (only as
+//! an injected `ENOSPC`); garbage (rather than zeros) in torn sectors; data
+//! written through a second descriptor. DESIGN.md lists the rest.
 
 pub mod check;
 mod crash;
@@ -53,6 +62,7 @@ pub use crash::{Budget, CrashPoint, Model, Stats};
 pub use fault::Trigger;
 pub use trace::{Call, TraceEntry};
 
+use crate::batch::Entries;
 use crate::error::Error;
 use crate::file::Buffered;
 use crate::options::Options;
@@ -72,6 +82,10 @@ pub mod errnos {
     pub const EACCES: i32 = super::errno::ACCESS;
     /// `EINTR`.
     pub const EINTR: i32 = super::errno::INTR;
+    /// `EOPNOTSUPP`.
+    pub const EOPNOTSUPP: i32 = super::errno::NOTSUP;
+    /// `EISDIR`.
+    pub const EISDIR: i32 = super::errno::ISDIR;
     /// `EPERM`.
     pub const EPERM: i32 = super::errno::PERM;
     /// `EINVAL`.
@@ -185,6 +199,13 @@ impl SimFs {
     /// Whether hard links are supported; if not `linkat` fails with `EPERM`.
     pub fn set_hard_links(&self, supported: bool) {
         self.lock().config.hardlinks = supported;
+    }
+
+    /// Whether `O_TMPFILE` is supported (the default); if not it fails with
+    /// `EOPNOTSUPP`, and a replace with [`Options::unnamed_temp`] falls back
+    /// to a named temp.
+    pub fn set_tmpfile(&self, supported: bool) {
+        self.lock().config.tmpfile = supported;
     }
 
     // ---- setup: durable at once, not traced, not logged ----
@@ -431,6 +452,52 @@ impl SimFs {
         })
     }
 
+    /// `opts.update(path, f)`: the read-modify-write under the directory
+    /// lock, run by the real protocol on this simulator. The directory lock
+    /// is always granted (one thread cannot wait for another holder).
+    ///
+    /// # Errors
+    /// Exactly those of [`Options::update`].
+    pub fn update<F>(&self, path: impl AsRef<Path>, opts: &Options, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(Option<&[u8]>) -> io::Result<Vec<u8>>,
+    {
+        Replace::update(self.clone(), path.as_ref(), opts, f)
+    }
+
+    /// A [`Batch`](crate::Batch) on this simulator: the same engine, so the
+    /// same calls in the same order.
+    pub fn batch(&self, opts: &Options) -> SimBatch {
+        SimBatch {
+            options: opts.clone(),
+            entries: Entries::new(self.clone()),
+        }
+    }
+
+    /// [`sweep`](crate::sweep) of the directory `dir` at time `now`
+    /// (seconds). The simulator has no clock: every file was last modified
+    /// at time 0, so any `now` of 10 or more makes every temp old enough.
+    /// A temp whose writer still holds its lock is never removed.
+    ///
+    /// # Errors
+    /// Exactly those of [`sweep`](crate::sweep).
+    pub fn sweep(&self, dir: impl AsRef<Path>, now: i64) -> Result<usize, Error> {
+        crate::sweep::sweep(self, dir.as_ref(), now)
+    }
+
+    // ---- interleaving ----
+
+    /// Runs `f` just before the call with trace index `n` (0-based), from
+    /// within that call's thread: another writer's steps slotted between
+    /// two calls of this one, deterministically. `f` gets this simulator
+    /// and its calls are traced too (and shift later indices).
+    pub fn before_call(&self, n: usize, f: impl FnOnce(&SimFs) + Send + 'static) {
+        self.lock().hooks.push(kernel::Hook {
+            before: n,
+            run: Box::new(f),
+        });
+    }
+
     // ---- faults ----
 
     /// Makes call number `n` of the trace (0-based) fail with `errno`.
@@ -540,6 +607,62 @@ impl SimFs {
     ) -> Stats {
         let st = self.lock();
         crash::explore(model, &st.base, &st.log, &st.trace, from, budget, visit)
+    }
+}
+
+/// A batch on a [`SimFs`]: the simulator's [`Batch`](crate::Batch).
+pub struct SimBatch {
+    options: Options,
+    entries: Entries<SimFs>,
+}
+
+impl SimBatch {
+    /// As [`Batch::write`](crate::Batch::write).
+    ///
+    /// # Errors
+    /// As [`Batch::write`](crate::Batch::write).
+    pub fn write(&mut self, path: impl AsRef<Path>, contents: &[u8]) -> Result<(), Error> {
+        let options = self.options.clone();
+        self.write_with(&options, path, contents)
+    }
+
+    /// As [`Batch::write_with`](crate::Batch::write_with).
+    ///
+    /// # Errors
+    /// As [`Batch::write`](crate::Batch::write).
+    pub fn write_with(
+        &mut self,
+        opts: &Options,
+        path: impl AsRef<Path>,
+        contents: &[u8],
+    ) -> Result<(), Error> {
+        self.entries.write(opts, path.as_ref(), contents)
+    }
+
+    /// How many files the batch holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the batch holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == 0
+    }
+
+    /// As [`Batch::commit`](crate::Batch::commit).
+    ///
+    /// # Errors
+    /// As [`Batch::commit`](crate::Batch::commit).
+    pub fn commit(self) -> Result<(), Error> {
+        self.entries.commit()
+    }
+}
+
+impl fmt::Debug for SimBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimBatch")
+            .field("len", &self.entries.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -150,8 +150,8 @@ pub struct TraceEntry {
     pub call: Call,
     /// The arguments, rendered (paths, names, sizes, modes).
     pub args: String,
-    /// The return value (bytes written for `write_at`, else 0) or the
-    /// error number.
+    /// The return value (bytes written or read for `write_at` and
+    /// `read_at`, else 0) or the error number.
     pub result: Result<u64, i32>,
     /// True if the error was injected by a fault plan.
     pub injected: bool,
@@ -169,7 +169,7 @@ impl fmt::Display for TraceEntry {
         write!(f, "{}({})", self.call, self.args)?;
         match (self.call, self.result) {
             (Call::Close, _) => Ok(()),
-            (Call::WriteAt, Ok(n)) => write!(f, " = {n}"),
+            (Call::WriteAt | Call::ReadAt, Ok(n)) => write!(f, " = {n}"),
             (_, Ok(_)) => write!(f, " = ok"),
             (_, Err(e)) if self.injected => write!(f, " = {} (injected)", errno::name(e)),
             (_, Err(e)) => write!(f, " = {}", errno::name(e)),

@@ -1,17 +1,20 @@
 //! Tier 4: property tests of interrupted sequences.
 //!
-//! Random sequences of replaces, creates (`create_new`), discards and drops
-//! over three targets in two directories, with payloads of 0, 1, 512 and
-//! 3000 bytes, some of them Durable and some Consistent, some streamed. At
-//! random steps the power fails at a random crash point of that step, in a
-//! random model; every image there is checked, one is picked, and the
-//! sequence carries on from it, temps left over from earlier crashes
-//! included.
+//! Random sequences of replaces, creates (`create_new`), discards, drops,
+//! `update`s, batch commits and dropped batches over three targets in two
+//! directories, with payloads of 0, 1, 512 and 3000 bytes, some of them
+//! Durable and some Consistent, some streamed, some with an unnamed
+//! (`O_TMPFILE`) temp (on a filesystem with or without `O_TMPFILE`), some
+//! keeping a backup (`name~`). At random steps the power fails at a random
+//! crash point of that step, in a random model; every image there is
+//! checked, one is picked, and the sequence carries on from it, temps left
+//! over from earlier crashes included.
 //!
-//! The oracle keeps, per target, the version the process sees and the set
-//! of versions a crash may show: a Durable `Ok` (which fsyncs the directory)
-//! narrows that set to the current version for every target of the
-//! directory; a Consistent `Ok` adds the new version to it.
+//! The oracle keeps, per name (the targets and their backups), the version
+//! the process sees and the set of versions a crash may show: a Durable
+//! `Ok` (which fsyncs the directories it changed) narrows that set to the
+//! current version for every name in those directories; a Consistent `Ok`
+//! adds the new version to it.
 //!
 //! Deterministic: proptest runs from a fixed seed and persists nothing; the
 //! failing sequence it prints (with its crash seeds) replays the failure.
@@ -31,6 +34,8 @@ use crate::sim::{Budget, Model, SimFs};
 use crate::temp_name::is_temp_name;
 
 const TARGETS: [&str; 3] = ["/d/a", "/d/b", "/e/c"];
+/// Every name the oracle follows: the targets, then their backups.
+const NAMES: [&str; 6] = ["/d/a", "/d/b", "/e/c", "/d/a~", "/d/b~", "/e/c~"];
 const DIRS: [&str; 2] = ["/d", "/e"];
 const LENS: [usize; 4] = [0, 1, 512, 3000];
 
@@ -40,6 +45,11 @@ enum Kind {
     Create,
     Discard,
     Drop,
+    Update,
+    /// A batch of the targets in `Step::batch`, committed.
+    Batch,
+    /// The same, dropped before the commit.
+    BatchDrop,
 }
 
 #[derive(Clone, Debug)]
@@ -55,9 +65,17 @@ struct Crash {
 struct Step {
     kind: Kind,
     target: usize,
+    /// For batches: which targets (a bit per target; never empty).
+    batch: u8,
     len: usize,
     durable: bool,
     streaming: bool,
+    /// `Options::unnamed_temp`.
+    unnamed: bool,
+    /// Whether the filesystem has `O_TMPFILE`.
+    tmpfile: bool,
+    /// `Options::backup`.
+    backup: bool,
     crash: Option<Crash>,
 }
 
@@ -67,6 +85,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Kind::Create),
         1 => Just(Kind::Discard),
         1 => Just(Kind::Drop),
+        2 => Just(Kind::Update),
+        3 => Just(Kind::Batch),
+        1 => Just(Kind::BatchDrop),
     ];
     let crash = (
         0..Model::ALL.len(),
@@ -80,25 +101,65 @@ fn step() -> impl Strategy<Value = Step> {
             image,
             seed,
         });
+    let flags = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.3),
+    );
     (
         kind,
         0..TARGETS.len(),
+        1..8u8,
         0..LENS.len(),
-        any::<bool>(),
-        any::<bool>(),
+        flags,
         prop::option::weighted(0.3, crash),
     )
-        .prop_map(|(kind, target, len, durable, streaming, crash)| Step {
-            kind,
-            target,
-            len,
-            durable,
-            streaming,
-            crash,
-        })
+        .prop_map(
+            |(kind, target, batch, len, (durable, streaming, unnamed, tmpfile, backup), crash)| {
+                Step {
+                    kind,
+                    target,
+                    batch,
+                    len,
+                    durable,
+                    streaming,
+                    unnamed,
+                    tmpfile,
+                    backup,
+                    crash,
+                }
+            },
+        )
 }
 
-/// What the test knows about each target.
+impl Step {
+    /// The targets this step writes.
+    fn targets(&self) -> Vec<usize> {
+        match self.kind {
+            Kind::Batch | Kind::BatchDrop => (0..TARGETS.len())
+                .filter(|t| self.batch >> t & 1 == 1)
+                .collect(),
+            _ => vec![self.target],
+        }
+    }
+
+    fn options(&self) -> Options {
+        let mut opts = Options::new();
+        opts.durability(if self.durable {
+            Durability::Durable
+        } else {
+            Durability::Consistent
+        })
+        .create_new(self.kind == Kind::Create)
+        .unnamed_temp(self.unnamed)
+        .backup(self.backup);
+        opts
+    }
+}
+
+/// What the test knows about each name of [`NAMES`].
 #[derive(Clone, Debug)]
 struct Oracle {
     /// The version the process sees.
@@ -109,8 +170,12 @@ struct Oracle {
     leftovers: BTreeSet<OsString>,
 }
 
-fn dir_of(target: usize) -> &'static str {
-    &TARGETS[target][..2]
+fn dir_of(name: usize) -> &'static str {
+    &NAMES[name][..2]
+}
+
+fn backup_of(target: usize) -> usize {
+    target + TARGETS.len()
 }
 
 fn setup() -> SimFs {
@@ -128,8 +193,8 @@ fn temps_in(fs_names: impl Fn(&str) -> Vec<OsString>) -> Result<BTreeSet<OsStrin
     let mut out = BTreeSet::new();
     for dir in DIRS {
         for name in fs_names(dir) {
-            let is_target = TARGETS.iter().any(|t| t[..2] == *dir && t[3..] == *name);
-            if !is_target {
+            let known = NAMES.iter().any(|t| t[..2] == *dir && t[3..] == *name);
+            if !known {
                 prop_assert!(is_temp_name(&name), "stray name {dir}/{name:?}");
                 out.insert(name);
             }
@@ -138,29 +203,57 @@ fn temps_in(fs_names: impl Fn(&str) -> Vec<OsString>) -> Result<BTreeSet<OsStrin
     Ok(out)
 }
 
-/// Runs one step's library call.
-fn act(sim: &SimFs, step: &Step, data: &[u8]) -> Result<(), Error> {
-    let mut opts = Options::new();
-    opts.durability(if step.durable {
-        Durability::Durable
-    } else {
-        Durability::Consistent
-    })
-    .create_new(step.kind == Kind::Create);
+/// The new content of `target` in step `i`.
+fn data_for(step: &Step, i: usize, target: usize) -> Vec<u8> {
+    payload(LENS[step.len], (i * 3 + target) as u8 + 2)
+}
+
+/// Runs one step's library call. `current` is what the oracle expects an
+/// `update` to read.
+fn act(sim: &SimFs, step: &Step, i: usize, current: &[Version]) -> Result<(), Error> {
+    sim.set_tmpfile(step.tmpfile);
+    let opts = step.options();
     let path = TARGETS[step.target];
-    if !step.streaming && matches!(step.kind, Kind::Replace | Kind::Create) {
-        return sim.write(path, data, &opts);
+    let data = data_for(step, i, step.target);
+    match step.kind {
+        Kind::Batch | Kind::BatchDrop => {
+            let mut batch = sim.batch(&opts);
+            for t in step.targets() {
+                batch.write(TARGETS[t], &data_for(step, i, t))?;
+            }
+            if step.kind == Kind::Batch {
+                return batch.commit();
+            }
+            drop(batch);
+            return Ok(());
+        }
+        Kind::Update => {
+            let want = match &current[step.target] {
+                Version::File { data, .. } => Some(data.clone()),
+                _ => None,
+            };
+            return sim.update(path, &opts, |now| {
+                if now.map(<[u8]>::to_vec) != want {
+                    return Err(std::io::Error::other("update read something else"));
+                }
+                Ok(data)
+            });
+        }
+        Kind::Replace | Kind::Create if !step.streaming => {
+            return sim.write(path, &data, &opts);
+        }
+        _ => {}
     }
     let mut file = sim.open(path, &opts)?;
-    file.write_all(data)
+    file.write_all(&data)
         .expect("buffered writes do not fail without faults");
     match step.kind {
-        Kind::Replace | Kind::Create => file.commit(),
         Kind::Discard => file.discard(),
         Kind::Drop => {
             drop(file);
             Ok(())
         }
+        _ => file.commit(),
     }
 }
 
@@ -180,7 +273,7 @@ fn new_version(old: &Version, data: &[u8]) -> Version {
 fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut sim = setup();
     let volatile_now = |sim: &SimFs, t: &str| version(&sim.lock().volatile, Path::new(t));
-    let initial: Vec<Version> = TARGETS.iter().map(|t| volatile_now(&sim, t)).collect();
+    let initial: Vec<Version> = NAMES.iter().map(|t| volatile_now(&sim, t)).collect();
     let mut oracle = Oracle {
         possible: initial.iter().map(|v| vec![v.clone()]).collect(),
         current: initial,
@@ -188,37 +281,49 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     };
     for (i, step) in steps.iter().enumerate() {
         let mark = sim.effects();
-        let t = step.target;
-        let data = payload(LENS[step.len], i as u8 + 2);
-        let old = oracle.current[t].clone();
-        let new = new_version(&old, &data);
-        let publishes = matches!(step.kind, Kind::Replace | Kind::Create);
-        let refused = step.kind == Kind::Create && old != Version::Absent;
+        let refused = step.kind == Kind::Create && oracle.current[step.target] != Version::Absent;
+        let publishes = matches!(
+            step.kind,
+            Kind::Replace | Kind::Create | Kind::Update | Kind::Batch
+        ) && !refused;
+        // The names this step changes, and their new versions.
+        let mut changes: Vec<(usize, Version)> = Vec::new();
+        if publishes {
+            for t in step.targets() {
+                let old = &oracle.current[t];
+                if step.backup && matches!(old, Version::File { .. }) {
+                    changes.push((backup_of(t), old.clone()));
+                }
+                changes.push((t, new_version(old, &data_for(step, i, t))));
+            }
+        }
         let before = oracle.possible.clone();
 
-        let result = act(&sim, step, &data);
+        let result = act(&sim, step, i, &oracle.current);
         prop_assert_eq!(result.is_ok(), !refused, "step {}: {:?}", i, result);
-        if publishes && !refused {
-            oracle.current[t] = new.clone();
+        for (u, new) in &changes {
+            oracle.current[*u] = new.clone();
+        }
+        for (u, new) in &changes {
             if step.durable {
                 // The directory fsync made every earlier rename in it durable.
-                for u in 0..TARGETS.len() {
-                    if dir_of(u) == dir_of(t) {
-                        oracle.possible[u] = vec![oracle.current[u].clone()];
+                for w in 0..NAMES.len() {
+                    if dir_of(w) == dir_of(*u) {
+                        oracle.possible[w] = vec![oracle.current[w].clone()];
                     }
                 }
-            } else if !oracle.possible[t].contains(&new) {
-                oracle.possible[t].push(new.clone());
+            } else if !oracle.possible[*u].contains(new) {
+                oracle.possible[*u].push(new.clone());
             }
         }
         // The volatile view: exactly the current versions, no new temps.
-        for (u, target) in TARGETS.iter().enumerate() {
+        for (u, name) in NAMES.iter().enumerate() {
             prop_assert_eq!(
-                &volatile_now(&sim, target),
+                &volatile_now(&sim, name),
                 &oracle.current[u],
                 "step {} {}",
                 i,
-                target
+                name
             );
         }
         let temps = temps_in(|d| sim.list_dir(d).unwrap())?;
@@ -244,23 +349,21 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         let images = sim.crash_images_at(point.effects, model, &budget);
         prop_assert!(!images.is_empty());
         for image in &images {
-            for (u, target) in TARGETS.iter().enumerate() {
+            for (u, name) in NAMES.iter().enumerate() {
                 let mut allowed = if last {
                     oracle.possible[u].clone()
                 } else {
                     before[u].clone()
                 };
-                if u == t && publishes && !refused {
-                    allowed.push(new.clone());
-                }
-                let seen = volatile_now(image, target);
+                allowed.extend(changes.iter().filter(|c| c.0 == u).map(|c| c.1.clone()));
+                let seen = volatile_now(image, name);
                 prop_assert!(
                     allowed.contains(&seen),
                     "step {} crash {} in {}: {} is {} (allowed: {:?})",
                     i,
                     point,
                     model,
-                    target,
+                    name,
                     seen,
                     allowed.iter().map(ToString::to_string).collect::<Vec<_>>()
                 );
@@ -269,8 +372,8 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         }
         // Carry on from one of the images: it is now the durable state.
         sim = images[crash.image % images.len()].clone();
-        for (u, target) in TARGETS.iter().enumerate() {
-            let v = volatile_now(&sim, target);
+        for (u, name) in NAMES.iter().enumerate() {
+            let v = volatile_now(&sim, name);
             oracle.current[u] = v.clone();
             oracle.possible[u] = vec![v];
         }
@@ -281,7 +384,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
 
 fn config() -> Config {
     Config {
-        cases: 256,
+        cases: 512,
         failure_persistence: None,
         rng_seed: RngSeed::Fixed(0xc0ffee),
         ..Config::default()
