@@ -527,16 +527,6 @@ impl<S: Sys> Replace<S> {
             self.named = false;
             return Ok(());
         }
-        if !self.named {
-            // An unnamed temp links straight onto the target: linkat fails
-            // with EEXIST atomically, and no temp name ever exists.
-            return self
-                .link_unnamed(&self.name.clone())
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => self.already_exists(),
-                    _ => e,
-                });
-        }
         if self.broken(Broken::CheckThenRename) {
             if self.sys.stat_at(&self.dir, &self.name).is_ok() {
                 return Err(self.fail(self.already_exists()));

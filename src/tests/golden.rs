@@ -347,10 +347,11 @@ fn unnamed_temp_is_linked_under_a_temp_name_then_renamed() {
             "set_owner((unnamed), 1234, 5678) = ok",
             "set_mode((unnamed), 0o640) = ok",
             "list_xattrs(/d/a) = EOPNOTSUPP",
-            "sync_file((unnamed)) = ok",
-            // No name until the data is durable; linkat cannot replace, so
-            // a temp name, then the atomic rename.
+            // No name while writing; at commit a temp name first (linkat
+            // cannot replace), so the fsync covers an inode with a name
+            // (btrfs needs that), then the ordinary atomic rename.
             "link_unnamed((unnamed), /d, .a.*.tmp) = ok",
+            "sync_file((unnamed)) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
             "close((unnamed))",
             "sync_dir(/d) = ok",
@@ -359,7 +360,7 @@ fn unnamed_temp_is_linked_under_a_temp_name_then_renamed() {
 }
 
 #[test]
-fn unnamed_temp_create_new_links_straight_onto_the_target() {
+fn unnamed_temp_create_new_links_a_temp_name_then_renames_without_replacing() {
     let sim = two_dirs();
     let mut opts = Options::new();
     opts.unnamed_temp(true).create_new(true);
@@ -372,9 +373,11 @@ fn unnamed_temp_create_new_links_straight_onto_the_target() {
             "create_unnamed(/d, 0o666) = ok",
             "lock((unnamed), wait=false) = ok",
             "write_at((unnamed), 5 bytes @0) = 5",
+            // Never a name for unsynced data at the target: a temp name,
+            // the fsync, then RENAME_NOREPLACE as for a named temp.
+            "link_unnamed((unnamed), /d, .b.*.tmp) = ok",
             "sync_file((unnamed)) = ok",
-            // linkat fails with EEXIST atomically: no temp name ever exists.
-            "link_unnamed((unnamed), /d, b) = ok",
+            "rename_noreplace_at(/d, .b.*.tmp, b) = ok",
             "close((unnamed))",
             "sync_dir(/d) = ok",
         ],
