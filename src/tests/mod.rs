@@ -9,6 +9,7 @@
 //! | `faults.rs` | 5: every call failed in turn with each error |
 //! | `negative.rs` | 6: broken protocol variants are caught |
 //! | `differential.rs` | 7: simulator and real filesystem agree |
+//! | `syscalls.rs` | the number of calls per replace, pinned |
 
 mod differential;
 mod exhaustive;
@@ -17,6 +18,7 @@ mod golden;
 mod model;
 mod negative;
 mod props;
+mod syscalls;
 
 use std::path::Path;
 

@@ -1,0 +1,92 @@
+//! The number of system calls per replace, pinned: the cost of a replace
+//! must not creep up unnoticed. Counted through the simulator's trace, which
+//! records every call the protocol makes except closing the directory fd
+//! (dropping the handle), so each real count below is one more.
+//!
+//! The floor, a hand-written minimal durable replace, makes 8 calls (open
+//! dir, openat, write, fdatasync, renameat, fsync dir, close twice). What a
+//! default replace adds, and why:
+//!
+//! - `fstatat` of the target: refuse directories and devices, read mode
+//!   and owner to keep;
+//! - `flock` of the temp: lets `sweep` tell a live writer's temp from a dead
+//!   one's;
+//! - `fchown` + `fchmod` (existing file only): keep owner and mode;
+//! - `llistxattr` (existing file only): keep `user.*`/`security.*` xattrs.
+
+use crate::options::{Durability, Options};
+use crate::sim::{Call, SimFs};
+
+fn sim() -> SimFs {
+    let sim = SimFs::new(1);
+    sim.set_identity(0, 0, true);
+    sim.mkdir("/d", 0o755).unwrap();
+    sim.put_file("/d/old", b"old", 0o644, 1000, 1000).unwrap();
+    sim
+}
+
+/// (calls traced, syncs) for one write of 4 KiB with `opts`.
+fn count(path: &str, opts: &Options) -> (usize, usize) {
+    let sim = sim();
+    sim.write(path, &[7u8; 4096], opts).unwrap();
+    let trace = sim.trace();
+    let syncs = trace
+        .iter()
+        .filter(|t| matches!(t.call, Call::SyncFile | Call::SyncDir | Call::SyncFs))
+        .count();
+    (trace.len(), syncs)
+}
+
+#[test]
+fn replace_of_an_existing_file() {
+    // 12 traced + close(dir) = 13 real calls, 2 syncs.
+    assert_eq!(count("/d/old", &Options::new()), (12, 2));
+}
+
+#[test]
+fn new_file() {
+    // No fchown, fchmod or llistxattr: 9 traced + close(dir) = 10.
+    assert_eq!(count("/d/new", &Options::new()), (9, 2));
+}
+
+#[test]
+fn without_the_optional_extras() {
+    let mut opts = Options::new();
+    opts.preserve_xattrs(false);
+    assert_eq!(count("/d/old", &opts), (11, 2));
+    opts.preserve_owner(false);
+    assert_eq!(count("/d/old", &opts), (10, 2));
+}
+
+#[test]
+fn consistent_skips_one_sync() {
+    let mut opts = Options::new();
+    opts.durability(Durability::Consistent);
+    assert_eq!(count("/d/old", &opts), (11, 1));
+}
+
+#[test]
+fn unnamed_temp_costs_one_link() {
+    let mut opts = Options::new();
+    opts.unnamed_temp(true);
+    assert_eq!(count("/d/old", &opts), (13, 2));
+}
+
+#[test]
+fn batch_of_files_in_one_directory() {
+    // Per file: open dir, fstatat, openat, flock, pwrite, rename, close;
+    // once per batch: one syncfs and one directory fsync.
+    let sim = sim();
+    let mut batch = sim.batch(&Options::new());
+    for i in 0..10 {
+        batch.write(&format!("/d/f{i}"), &[i as u8; 64]).unwrap();
+    }
+    batch.commit().unwrap();
+    let trace = sim.trace();
+    let of = |call: Call| trace.iter().filter(|t| t.call == call).count();
+    assert_eq!(trace.len(), 10 * 7 + 2);
+    assert_eq!(
+        (of(Call::SyncFs), of(Call::SyncDir), of(Call::SyncFile)),
+        (1, 1, 0)
+    );
+}
