@@ -79,7 +79,7 @@ fn batch_of_files_in_one_directory() {
     let sim = sim();
     let mut batch = sim.batch(&Options::new());
     for i in 0..10 {
-        batch.write(&format!("/d/f{i}"), &[i as u8; 64]).unwrap();
+        batch.write(format!("/d/f{i}"), &[i as u8; 64]).unwrap();
     }
     batch.commit().unwrap();
     let trace = sim.trace();
