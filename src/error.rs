@@ -32,6 +32,9 @@ pub enum Step {
     CreateTemp,
     /// Writing the new content into the temporary file.
     Write,
+    /// Looking at the temporary file's owner and mode (`fstat`) before
+    /// keeping the old file's.
+    InspectTemp,
     /// Giving the temporary file the target's owner.
     SetOwner,
     /// Giving the temporary file its final permission bits.
@@ -75,6 +78,7 @@ impl Step {
             Step::ResolveSymlink => "read the symlink",
             Step::CreateTemp => "create the temporary file",
             Step::Write => "write the temporary file",
+            Step::InspectTemp => "inspect the temporary file",
             Step::SetOwner => "set the owner of the temporary file",
             Step::SetMode => "set the permissions of the temporary file",
             Step::SyncTemp => "fsync the temporary file",

@@ -49,7 +49,7 @@
 //!                                  remember mode and owner
 //! 3. openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, 0600)
 //! 4. pwrite ...                    the caller's bytes
-//! 5. fchown, fchmod                owner first (it clears setuid), then mode
+//! 5. fstat; fchown, fchmod         only what differs; owner first (it clears setuid)
 //! 6. fsync(temp)                   data and metadata on disk before the switch
 //! 7. renameat(temp -> name)        the atomic switch; RENAME_NOREPLACE for create_new
 //! 8. fsync(parent)                 the switch itself on disk

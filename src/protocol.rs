@@ -6,7 +6,7 @@
 //!   (readlinkat + open the link's parent again, while following a symlink)
 //! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
 //! pwrite ...                                     the caller's bytes
-//! fchown, fchmod                                 before the fsync, chown first
+//! fstat; fchown, fchmod where they differ        before the fsync, chown first
 //! fsync(temp)                                    the data and mode are durable
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
@@ -453,38 +453,47 @@ impl<S: Sys> Replace<S> {
         let Some(file) = &self.file else {
             return Err(self.closed(Step::SetMode));
         };
+        let special = self.opts.mode.is_some_and(|m| m & 0o7000 != 0);
+        if self.old.is_none() && !special {
+            // A new file was created with its final mode (under the umask)
+            // and belongs to us: nothing to change.
+            return Ok(());
+        }
+        // Look at the temp first: one fstat, which is cheaper than a chown
+        // or chmod that would change nothing (the usual case for a user
+        // replacing their own file).
+        let now = self
+            .sys
+            .stat_file(file)
+            .map_err(|e| Error::io(Step::InspectTemp, &self.target, e))?;
+        let mut chowned = false;
         if let (Some(old), true) = (self.old, self.opts.preserve_owner) {
-            match self.sys.set_owner(file, old.uid, old.gid) {
-                Ok(()) => {}
-                // Not root: we may not give the file away. Best effort, as documented.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
-                    ) && !self.sys.is_root() => {}
-                Err(e) => return Err(Error::io(Step::SetOwner, &self.target, e)),
+            if (now.uid, now.gid) != (old.uid, old.gid) {
+                match self.sys.set_owner(file, old.uid, old.gid) {
+                    Ok(()) => chowned = true,
+                    // Not root: we may not give the file away. Best effort, as documented.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+                        ) && !self.sys.is_root() => {}
+                    Err(e) => return Err(Error::io(Step::SetOwner, &self.target, e)),
+                }
             }
         }
-        let mode = match (self.opts.mode, self.old) {
-            // Created with this mode already, but setuid/setgid may be gone:
-            // a chown clears them, and so does every write by a process
-            // without CAP_FSETID (any non-root caller). Put the special bits
-            // back, keeping the umask-masked low bits (the umask never masks
-            // the special ones).
-            (Some(mode), _) if mode & 0o7000 != 0 => {
-                let st = self
-                    .sys
-                    .stat_file(file)
-                    .map_err(|e| Error::io(Step::SetMode, &self.target, e))?;
-                Some(st.mode & 0o777 | mode & 0o7000)
-            }
-            (Some(_), _) => None,
-            (None, Some(old)) => Some(old.mode),
-            (None, None) => None,
+        let want = match (self.opts.mode, self.old) {
+            // Created with this mode, so the low bits are right (the umask
+            // applied); setuid/setgid may be gone, since a chown clears them
+            // and so does every write by a process without CAP_FSETID. Put
+            // them back (the umask never masks them).
+            (Some(mode), _) => now.mode & 0o777 | mode & 0o7000,
+            (None, Some(old)) => old.mode,
+            (None, None) => now.mode,
         };
-        if let Some(mode) = mode {
+        // A chown just cleared any setuid/setgid bits `now` still shows.
+        if want != now.mode || (chowned && want & 0o6000 != 0) {
             self.sys
-                .set_mode(file, mode)
+                .set_mode(file, want)
                 .map_err(|e| Error::io(Step::SetMode, &self.target, e))?;
         }
         if self.old.is_some() && self.opts.preserve_xattrs {

@@ -217,7 +217,8 @@ fn step_of(call: Call, args: &str) -> Step {
         Call::CreateAt | Call::CreateUnnamed => Step::CreateTemp,
         Call::WriteAt => Step::Write,
         Call::SetOwner => Step::SetOwner,
-        Call::StatFile | Call::SetMode => Step::SetMode,
+        Call::StatFile => Step::InspectTemp,
+        Call::SetMode => Step::SetMode,
         Call::SyncFile => Step::SyncTemp,
         Call::SyncFs => Step::SyncFilesystem,
         Call::LinkUnnamed => Step::LinkTemp,
@@ -434,15 +435,23 @@ fn every_call_fails_in_turn_with_every_error() {
 #[test]
 fn the_user_path_keeps_the_old_owner() {
     // Sanity check of the user path itself: no fault, old file owned by
-    // the user, chown to the same owner succeeds.
+    // the user. The temp already has that owner, so the fstat shows it and
+    // no chown is made; the result still has the old owner.
     let path = paths().into_iter().find(|p| p.case.user).unwrap();
     let (sim, _, result) = run_case_with(&path.case, 1, |sim| prepare(&path, sim));
     result.unwrap();
     let trace = sim.trace_lines();
     assert!(
-        trace.iter().any(|l| l.starts_with("set_owner")),
+        trace.iter().any(|l| l.starts_with("stat_file")),
         "{trace:?}"
     );
+    assert!(
+        !trace.iter().any(|l| l.starts_with("set_owner")),
+        "{trace:?}"
+    );
+    let before = path.case.setup(1).stat("/d/a").unwrap();
+    let after = sim.stat("/d/a").unwrap();
+    assert_eq!((after.uid, after.gid), (before.uid, before.gid));
 }
 
 #[test]

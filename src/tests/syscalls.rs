@@ -11,17 +11,23 @@
 //!   and owner to keep;
 //! - `flock` of the temp: lets `sweep` tell a live writer's temp from a dead
 //!   one's;
-//! - `fchown` + `fchmod` (existing file only): keep owner and mode;
+//! - `fstat` of the temp (existing file only), then `fchown` only when the
+//!   owner differs (root replacing another user's file) and `fchmod` only
+//!   when the mode differs (the temp starts 0600);
 //! - `llistxattr` (existing file only): keep `user.*`/`security.*` xattrs.
 
 use crate::options::{Durability, Options};
 use crate::sim::{Call, SimFs};
 
+/// A user (uid and gid 1000) with a writable directory holding their
+/// own 0644 file `old` and 0600 file `secret`.
 fn sim() -> SimFs {
     let sim = SimFs::new(1);
-    sim.set_identity(0, 0, true);
-    sim.mkdir("/d", 0o755).unwrap();
+    sim.mkdir("/d", 0o777).unwrap();
     sim.put_file("/d/old", b"old", 0o644, 1000, 1000).unwrap();
+    sim.put_file("/d/secret", b"old", 0o600, 1000, 1000)
+        .unwrap();
+    sim.set_identity(1000, 1000, false);
     sim
 }
 
@@ -39,8 +45,23 @@ fn count(path: &str, opts: &Options) -> (usize, usize) {
 
 #[test]
 fn replace_of_an_existing_file() {
+    // Your own 0644 file: fstat, fchmod (0600 -> 0644), no fchown.
     // 12 traced + close(dir) = 13 real calls, 2 syncs.
     assert_eq!(count("/d/old", &Options::new()), (12, 2));
+}
+
+#[test]
+fn replace_of_a_private_file_needs_neither_chown_nor_chmod() {
+    // The temp already is 0600 and yours: the fstat shows it.
+    assert_eq!(count("/d/secret", &Options::new()), (11, 2));
+}
+
+#[test]
+fn root_replacing_another_users_file_adds_the_chown() {
+    let sim = sim();
+    sim.set_identity(0, 0, true);
+    sim.write("/d/old", &[7u8; 4096], &Options::new()).unwrap();
+    assert_eq!(sim.trace().len(), 13);
 }
 
 #[test]
@@ -54,8 +75,6 @@ fn without_the_optional_extras() {
     let mut opts = Options::new();
     opts.preserve_xattrs(false);
     assert_eq!(count("/d/old", &opts), (11, 2));
-    opts.preserve_owner(false);
-    assert_eq!(count("/d/old", &opts), (10, 2));
 }
 
 #[test]
