@@ -572,8 +572,17 @@ impl<S: Sys> Replace<S> {
     fn backup(&mut self) -> Result<(), Error> {
         let mut backup = self.name.clone();
         backup.push("~");
-        let temp = temp_name(&backup, self.sys.random());
         let (sys, dir) = (&self.sys, &self.dir);
+        // Already the old file (a backup whose replace failed at the rename,
+        // or a crash between the two renames): nothing to do. Carrying on
+        // would be wrong, as a rename between two names of one inode does
+        // nothing (POSIX) and the temp link would stay behind.
+        if let (Some(old), Ok(st)) = (self.old, sys.stat_at(dir, &backup)) {
+            if st.kind == Kind::File && st.ino == old.ino {
+                return Ok(());
+            }
+        }
+        let temp = temp_name(&backup, sys.random());
         let result = sys.link_at(dir, &self.name, &temp).and_then(|()| {
             sys.rename_at(dir, &temp, &backup).inspect_err(|_| {
                 let _ = sys.unlink_at(dir, &temp);
