@@ -583,13 +583,22 @@ impl<S: Sys> Replace<S> {
             }
         }
         let temp = temp_name(&backup, sys.random());
+        let mut left = None;
         let result = sys.link_at(dir, &self.name, &temp).and_then(|()| {
             sys.rename_at(dir, &temp, &backup).inspect_err(|_| {
-                let _ = sys.unlink_at(dir, &temp);
+                if sys.unlink_at(dir, &temp).is_err() {
+                    left = Some(self.parent.join(&temp));
+                }
             })
         });
         // The borrow of `dir` ends here; `fail` needs `self` whole.
-        result.map_err(|e| self.fail(Error::io(Step::Backup, &self.target, e)))
+        result.map_err(|e| {
+            let err = Error::io(Step::Backup, &self.target, e);
+            self.fail(match left {
+                Some(temp) => err.with_temp_left(temp),
+                None => err,
+            })
+        })
     }
 
     /// Cleanup after a failure before the rename: closes and removes the
