@@ -931,6 +931,7 @@ impl Run {
         let mut added: Vec<(Target, Vec<u8>)> = Vec::new();
         let mut named = Vec::new();
         let mut log = String::new();
+        let mut temps = 0;
         for _ in 0..n {
             let slot = pick(input, self.slots);
             let tag = self.next_tag();
@@ -944,6 +945,8 @@ impl Run {
                 continue;
             }
             let fired = self.sim.faults_fired();
+            // Its temp may outlive a crash even if the write fails.
+            temps += 1;
             let r = entries.write(&opts, &target.path, &data);
             log.push_str(&format!(" write {} = {r:?};", target.path.display()));
             if self.sim.faults_fired() == fired {
@@ -997,6 +1000,7 @@ impl Run {
             } else {
                 0
             },
+            temps,
             ..Outcome::default()
         };
         for (target, data) in &added {
@@ -1007,7 +1011,7 @@ impl Run {
                 };
             out.touches
                 .extend(self.touch(target, &opts, data, published));
-            out.temps += 1 + usize::from(target.backup.is_some());
+            out.temps += usize::from(target.backup.is_some());
             if commit && result.is_ok() && opts.durability == Durability::Durable {
                 out.durable_dirs.extend(durable_dir(&result, &opts, target));
             }
