@@ -73,6 +73,12 @@ impl<S: Sys> Entries<S> {
         let mut replaced: Vec<usize> = Vec::with_capacity(total);
         for i in 0..total {
             if let Err(e) = self.entries[i].publish_prepared() {
+                // A failure after the switch (the `create_new` link
+                // fallback could not remove the temp name) still replaced
+                // this file.
+                if e.target_replaced() {
+                    replaced.push(i);
+                }
                 // Make what was already replaced durable before reporting.
                 let _ = self.sync_dirs(&replaced);
                 let paths: Vec<PathBuf> = replaced

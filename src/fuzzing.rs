@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::{Durability, Options};
 
+#[cfg(unix)]
+mod plan;
+
 /// Reads typed values from fuzz bytes; past the end every read is zero.
 #[derive(Debug)]
 pub struct Input<'a> {
@@ -279,6 +282,73 @@ pub fn real_fs(data: &[u8]) {
     assert_eq!(leftovers(other), Vec::<OsString>::new(), "temp left behind");
 }
 
+/// `plan` target: an arbitrary sequence of operations, faults and crashes
+/// on the simulator, checked after every step against a model of what the
+/// process must see and what a crash may leave.
+///
+/// # What a plan covers
+///
+/// - **Starting state**: `/d` and usually `/e`; two or three targets
+///   `/d/a`, `/d/b`, `/e/c`, each absent, a regular file (content length,
+///   mode with or without setuid/setgid/sticky, owned by the writer or by
+///   someone else), a symlink (absolute or relative) to a file of its own
+///   in the other directory, a dangling symlink, a symlink to another
+///   target (chains and cycles), a directory, a hard-linked file, or a
+///   symlink to itself. The writer is root or an ordinary user, with one of
+///   four umasks, on a filesystem with or without `RENAME_NOREPLACE` and
+///   hard links.
+/// - **Operations** (at most 8): one-shot `write`; streaming `open`, then
+///   writes of 0 bytes to 9000 (past the 8 KiB buffer) and seeks (from the
+///   start, the current position, the end, negative ones included), then
+///   `commit`, `discard` or drop; `update` (read-modify-write, sometimes
+///   with a failing function); a `Batch` of up to three files, committed or
+///   dropped; `sweep` of a directory. Each with its own [`Options`]:
+///   durability, mode, symlinks followed or replaced, `create_new`,
+///   `backup`, `unnamed_temp`, `HardLinks::Refuse`, `preserve_owner`.
+/// - **Faults**: the Nth call from now, or the next call of a kind, fails
+///   with `EIO`, `ENOSPC`, `EDQUOT`, `EACCES`, `EINTR`, `EPERM` or
+///   `EINVAL`; at most two pending at a time.
+/// - **Crashes** (at most 2): a crash point inside the last operation, a
+///   model (any POSIX filesystem, ext4 with and without `auto_da_alloc`,
+///   `kill -9`) and a sampling seed; every image of that point is checked,
+///   and the run carries on from the image the input picks.
+///
+/// # What is checked
+///
+/// The model keeps, for every name involved (targets, symlink targets,
+/// second names, backups `name~`), the version the process sees and the
+/// versions a crash may show. After every operation:
+///
+/// - Without a fault, the call fails exactly when the model says it must
+///   (missing directory, symlink loop, directory, `create_new` on an
+///   existing name, hard link refused, unreadable file for `update`, no
+///   `RENAME_NOREPLACE` and no hard links, backup without hard links).
+/// - `Ok` (or an error with `target_replaced()`): the file behind the name
+///   holds exactly the new bytes with the expected mode and owner; a
+///   followed symlink is unchanged; the backup holds the old version.
+///   An error without `target_replaced()`: the old version. Every other
+///   name is unchanged. `update`'s function got the current content.
+/// - No temp is left unless the error names it (`temp_left`), or a drop
+///   whose cleanup hit a fault left it; no other new name appears.
+/// - A failed data fsync gives an error and nothing is published after it;
+///   a failed directory fsync gives an error. Errors name the target.
+///
+/// After a crash, in every image: each name shows a version it held before
+/// or during the interrupted operation (at the last point: one it may hold
+/// after it), so a version committed `Ok` with `Durability::Durable`
+/// survives; only temp-shaped names are new, no more than the operations
+/// since the last recovery created.
+///
+/// # Input layout
+///
+/// Two bytes (flags, temp-name seed), two per target, then steps until the
+/// input ends: one byte picks the kind (write 3/10, stream 2/10, update,
+/// batch, fault, crash, sweep 1/10 each), followed by that step's bytes.
+#[cfg(unix)]
+pub fn plan(data: &[u8]) {
+    plan::run(data);
+}
+
 #[cfg(unix)]
 fn symlink(to: &Path, at: &Path) {
     std::os::unix::fs::symlink(to, at).expect("seed symlink");
@@ -328,6 +398,11 @@ mod tests {
     #[test]
     fn replay_real_fs() {
         replay("real_fs", real_fs);
+    }
+
+    #[test]
+    fn replay_plan() {
+        replay("plan", plan);
     }
 
     #[test]

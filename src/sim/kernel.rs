@@ -512,7 +512,9 @@ impl State {
     }
 
     fn create_unnamed(&mut self, call: usize, dir: Ino, mode: u32) -> Result<SimHandle, Errno> {
-        if !self.config.tmpfile {
+        // A filesystem without hard links cannot link an O_TMPFILE inode
+        // either, and Linux offers O_TMPFILE only where it can.
+        if !self.config.tmpfile || !self.config.hardlinks {
             return Err(errno::NOTSUP);
         }
         self.may_change(dir)?;

@@ -49,6 +49,7 @@ mod errno;
 mod fault;
 pub(crate) mod fs;
 pub(crate) mod kernel;
+mod plan_support;
 mod trace;
 
 use std::ffi::OsString;
