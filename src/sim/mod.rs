@@ -583,18 +583,7 @@ impl SimFs {
             point.effects <= effects
         });
         let st = self.lock();
-        images
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut fs)| {
-                // Inode numbers are never reused in a lineage: an image may
-                // lack inodes the volatile view had already numbered.
-                fs.next_ino = fs.next_ino.max(st.volatile.next_ino);
-                let mut seed = st.seed ^ (effects as u64) << 20 ^ i as u64;
-                let seed = splitmix(&mut seed);
-                SimFs::from_state(State::new(seed, fs, st.config))
-            })
-            .collect()
+        images_to_sims(&st, effects, images)
     }
 
     /// Visits every crash point from `from` effects on and every image the
@@ -714,4 +703,21 @@ impl fmt::Debug for SimFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.inner.fmt(f)
     }
+}
+
+/// Turns the crash images after `effects` logged effects into simulators to
+/// carry on from. Inode numbers are never reused in a lineage (an image may
+/// lack inodes the volatile view had already numbered), and each image gets
+/// its own temp-name seed.
+pub(crate) fn images_to_sims(st: &State, effects: usize, images: Vec<Fs>) -> Vec<SimFs> {
+    images
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut fs)| {
+            fs.next_ino = fs.next_ino.max(st.volatile.next_ino);
+            let mut seed = st.seed ^ (effects as u64) << 20 ^ i as u64;
+            let seed = splitmix(&mut seed);
+            SimFs::from_state(State::new(seed, fs, st.config))
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use super::crash::ext4::Ext4;
 use super::crash::process::Process;
 use super::crash::{Rng, Walker};
 use super::fs::{Node, Op, ROOT};
-use super::kernel::{State, splitmix};
+use super::images_to_sims;
 use super::{Budget, Model, SETUP, SimFs, errno};
 
 impl SimFs {
@@ -68,18 +68,7 @@ impl SimFs {
             images.push(fs.clone());
             true
         });
-        images
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut fs)| {
-                // As `crash_images_at`: inode numbers are never reused in a
-                // lineage, and each image gets its own temp-name seed.
-                fs.next_ino = fs.next_ino.max(st.volatile.next_ino);
-                let mut seed = st.seed ^ (effects as u64) << 20 ^ i as u64;
-                let seed = splitmix(&mut seed);
-                SimFs::from_state(State::new(seed, fs, st.config))
-            })
-            .collect()
+        images_to_sims(&st, effects, images)
     }
 }
 
