@@ -667,13 +667,6 @@ impl<S: Sys> Replace<S> {
         self.parent.join(&self.temp)
     }
 
-    /// The temp's name in its directory (for tests).
-    #[cfg(any(test, feature = "sim"))]
-    #[allow(dead_code)]
-    pub(crate) fn temp_name(&self) -> &OsStr {
-        &self.temp
-    }
-
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn broken(&self, variant: Broken) -> bool {
         self.opts.broken == Some(variant)
