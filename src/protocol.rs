@@ -216,8 +216,8 @@ impl<S: Sys> Replace<S> {
             let temp = temp_name(&replace.name, sys.random());
             match sys.create_at(&replace.dir, &temp, create_mode) {
                 Ok(file) => {
-                    // Best effort: where flock is unsupported, `sweep` falls
-                    // back on the temp's age alone.
+                    // Best effort: where flock is unsupported, `sweep`
+                    // cannot lock either, and so removes nothing.
                     let _ = sys.lock(&file, false);
                     replace.temp = temp;
                     replace.named = true;
