@@ -522,6 +522,41 @@ impl Run {
         }
     }
 
+    /// What one single-target operation may have left: the new version
+    /// where it published (`committed` and an `Ok` or a replaced-target
+    /// error), the temp its error names, and the directory made durable.
+    fn single_outcome(
+        &self,
+        target: &Target,
+        opts: &Options,
+        data: &[u8],
+        result: &Result<(), Error>,
+        committed: bool,
+        silent: usize,
+    ) -> Outcome {
+        let published = committed
+            && result
+                .as_ref()
+                .map_or_else(Error::target_replaced, |()| true);
+        Outcome {
+            touches: self.touch(target, opts, data, published),
+            named: result
+                .as_ref()
+                .err()
+                .and_then(Error::temp_left)
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect(),
+            silent,
+            durable_dirs: if committed {
+                durable_dir(result, opts, target)
+            } else {
+                Vec::new()
+            },
+            temps: 1 + usize::from(target.backup.is_some()),
+        }
+    }
+
     fn touch(&self, target: &Target, opts: &Options, data: &[u8], published: bool) -> Vec<Touch> {
         let Some(landing) = &target.landing else {
             return Vec::new();
@@ -707,22 +742,7 @@ impl Run {
         self.check_expected(&what, faulted, result.is_ok(), target.refusal);
         self.check_error(&what, &target.path, &result);
         self.check_trace(&what, &begin, &result);
-        let published = result
-            .as_ref()
-            .map_or_else(Error::target_replaced, |()| true);
-        let out = Outcome {
-            touches: self.touch(&target, &opts, &data, published),
-            named: result
-                .as_ref()
-                .err()
-                .and_then(Error::temp_left)
-                .map(Path::to_path_buf)
-                .into_iter()
-                .collect(),
-            silent: 0,
-            durable_dirs: durable_dir(&result, &opts, &target),
-            temps: 1 + usize::from(target.backup.is_some()),
-        };
+        let out = self.single_outcome(&target, &opts, &data, &result, true, 0);
         self.settle(&what, begin, out);
     }
 
@@ -830,27 +850,8 @@ impl Run {
         }
         self.check_error(&what, &target.path, &result);
         self.check_trace(&what, &begin, &result);
-        let published = end == "commit"
-            && result
-                .as_ref()
-                .map_or_else(Error::target_replaced, |()| true);
-        let out = Outcome {
-            touches: self.touch(&target, &opts, &content, published),
-            named: result
-                .as_ref()
-                .err()
-                .and_then(Error::temp_left)
-                .map(Path::to_path_buf)
-                .into_iter()
-                .collect(),
-            silent: usize::from(end == "drop" && faulted),
-            durable_dirs: if end == "commit" {
-                durable_dir(&result, &opts, &target)
-            } else {
-                Vec::new()
-            },
-            temps: 1 + usize::from(target.backup.is_some()),
-        };
+        let silent = usize::from(end == "drop" && faulted);
+        let out = self.single_outcome(&target, &opts, &content, &result, end == "commit", silent);
         self.settle(&what, begin, out);
     }
 
@@ -905,22 +906,7 @@ impl Run {
         self.check_trace(&what, &begin, &result);
         let mut data = expected_arg.unwrap_or_default();
         data.extend_from_slice(&add);
-        let published = result
-            .as_ref()
-            .map_or_else(Error::target_replaced, |()| true);
-        let out = Outcome {
-            touches: self.touch(&target, &opts, &data, published),
-            named: result
-                .as_ref()
-                .err()
-                .and_then(Error::temp_left)
-                .map(Path::to_path_buf)
-                .into_iter()
-                .collect(),
-            silent: 0,
-            durable_dirs: durable_dir(&result, &opts, &target),
-            temps: 1 + usize::from(target.backup.is_some()),
-        };
+        let out = self.single_outcome(&target, &opts, &data, &result, true, 0);
         self.settle(&what, begin, out);
     }
 
