@@ -61,6 +61,8 @@ pub struct Options {
     pub(crate) hard_links: HardLinks,
     pub(crate) preserve_xattrs: bool,
     pub(crate) unnamed_temp: bool,
+    // issue 11
+    pub(crate) others_in_sticky: bool,
     #[cfg(any(test, feature = "sim"))]
     pub(crate) broken: Option<crate::protocol::Broken>,
 }
@@ -85,6 +87,7 @@ impl Options {
             hard_links: HardLinks::Break,
             preserve_xattrs: true,
             unnamed_temp: false,
+            others_in_sticky: false,
             #[cfg(any(test, feature = "sim"))]
             broken: None,
         }
@@ -175,6 +178,20 @@ impl Options {
     /// times the syscall floor) and on tmpfs (see `benches/RESULTS.md`).
     pub fn unnamed_temp(&mut self, yes: bool) -> &mut Options {
         self.unnamed_temp = yes;
+        self
+    }
+
+    // issue 11
+    /// Replace an existing file that belongs to neither the caller nor the
+    /// directory's owner in a sticky world- or group-writable directory
+    /// (`/tmp`, `/var/tmp`, a shared group directory). Default `false`: such
+    /// a file is refused with
+    /// [`InvalidReason::ForeignFileInStickyDir`](crate::InvalidReason::ForeignFileInStickyDir),
+    /// as the kernel's `protected_regular` rule refuses an `O_CREAT` open of
+    /// it, because whoever planted it would own the result and could read
+    /// and rewrite it. Turn it on only when the file's owner is trusted.
+    pub fn replace_others_in_sticky_dirs(&mut self, yes: bool) -> &mut Options {
+        self.others_in_sticky = yes;
         self
     }
 
