@@ -110,9 +110,13 @@ impl Options {
 
     /// Give the new file the existing file's owner and group. Default `true`.
     ///
-    /// Best effort: a process that is not root can only give a file away to
-    /// its own user and groups, so an `EPERM` from `fchown` is ignored unless
-    /// running as root.
+    /// Best effort, for everyone: an `EPERM` from `fchown` (a process that
+    /// is not root can only give a file to itself and its own groups) or an
+    /// `EINVAL` (an owner with no mapping in this user namespace) is ignored,
+    /// and the group alone is kept where possible. Whatever is not kept
+    /// narrows the mode instead, so nobody gains access: a group that was
+    /// not kept gets at most what "others" had, and set-user-ID (set-group-ID)
+    /// is dropped with the owner (group).
     pub fn preserve_owner(&mut self, yes: bool) -> &mut Options {
         self.preserve_owner = yes;
         self
@@ -160,10 +164,12 @@ impl Options {
     }
 
     /// Copy the old file's `user.*` and `security.*` extended attributes
-    /// (SELinux labels, for one) to the new file. Default `true`, best
-    /// effort: attributes the filesystem or the process's privileges do not
-    /// allow are silently left out. Other namespaces (`trusted.*`, ACLs in
-    /// `system.*`) are not copied.
+    /// (SELinux labels, file capabilities) to the new file. Default `true`,
+    /// best effort: attributes the filesystem or the process's privileges do
+    /// not allow are silently left out. They are read through a descriptor
+    /// of the very file whose mode is kept, never by name. `trusted.*` is
+    /// not copied. The access ACL (`system.posix_acl_access`) is part of the
+    /// mode, not of this option: it is carried over whenever the old mode is.
     pub fn preserve_xattrs(&mut self, yes: bool) -> &mut Options {
         self.preserve_xattrs = yes;
         self

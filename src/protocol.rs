@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! open(parent, O_DIRECTORY)                      once; every later call is *at this fd
-//! fstatat(parent, name, AT_SYMLINK_NOFOLLOW)     type check; mode and owner to keep
-//!   (readlinkat + open the link's parent again, while following a symlink)
+//!                                                (O_PATH for a write+search-only dir)
+//! statx(parent, name, AT_SYMLINK_NOFOLLOW)       type check; refuse a mount point
+//!   (fstatfs, fstat(dir), readlinkat, openat(dir, link's dir) per symlink followed:
+//!    protected_symlinks, no /proc magic links)
+//! fstat(parent)                                  file not ours: protected_regular
+//! openat(parent, name, O_RDONLY|O_NOFOLLOW), fstat, flistxattr, close
+//!                                                mode, owner, ACL, xattrs of that inode
 //! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
 //! pwrite ...                                     the caller's bytes
-//! fstat; fchown, fchmod where they differ        before the fsync, chown first
+//! fstat; fchown, ACL, fchmod, xattrs            before the fsync, chown first; never wider
 //! fsync(temp)                                    the data and mode are durable
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
