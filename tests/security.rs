@@ -552,8 +552,9 @@ fn a_chain_of_forty_relative_links_is_followed() {
         std::os::unix::fs::symlink(&to, dir.path().join(format!("l{i}"))).unwrap();
     }
     fs::write(dir.path().join("real"), "old").unwrap();
-    // The kernel follows the same chain.
-    assert_eq!(fs::read_to_string(dir.path().join("l0")).unwrap(), "old");
+    // (Not compared with the kernel's own walk of `l0`: a path walk of
+    // exactly 40 links can fail with ELOOP when a mount elsewhere, such as
+    // the bind-mount test's, makes the kernel retry the walk.)
     crashsafe::write(dir.path().join("l0"), "new").unwrap();
     assert_eq!(fs::read_to_string(dir.path().join("real")).unwrap(), "new");
     assert!(
