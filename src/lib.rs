@@ -83,6 +83,9 @@
 //!   and a `Durable` replace in a directory that cannot be read
 //!   ([`InvalidReason::DirectoryNotReadable`]).
 //!
+//! A directory's default ACL applies to the new file as to any file created
+//! there; path components the kernel resolves follow its own sysctls.
+//!
 //! # Limitations
 //!
 //! - **Network and user-space filesystems** (NFS, SMB, FUSE, vboxsf) may not

@@ -119,3 +119,69 @@ fn batch_of_files_in_one_directory() {
         (1, 1, 0)
     );
 }
+
+// issue 11: the sticky-directory rule costs the common case nothing, and
+// refuses a planted file before anything is created.
+
+/// `/t` is a `/tmp` look-alike (sticky, world-writable, root's) holding
+/// the caller's own file, one of uid 2001, and a link of 2001's.
+fn sticky_sim() -> SimFs {
+    let sim = SimFs::new(1);
+    sim.mkdir("/t", 0o1777).unwrap();
+    sim.put_file("/t/mine", b"old", 0o644, 1000, 1000).unwrap();
+    sim.put_file("/t/planted", b"old", 0o666, 2001, 2001)
+        .unwrap();
+    sim.put_file("/victim", b"old", 0o644, 1000, 1000).unwrap();
+    sim.set_identity(2001, 2001, false);
+    sim.symlink("/t/link", "/victim").unwrap();
+    sim.set_identity(1000, 1000, false);
+    sim
+}
+
+#[test]
+fn own_file_in_a_sticky_dir_costs_no_extra_call() {
+    let sim = sticky_sim();
+    sim.write("/t/mine", &[7u8; 4096], &Options::new()).unwrap();
+    assert_eq!(sim.trace().len(), 15);
+    assert!(!sim.trace().iter().any(|t| t.call == Call::StatDir));
+}
+
+#[test]
+fn a_planted_file_in_a_sticky_dir_is_refused_before_any_create() {
+    let sim = sticky_sim();
+    let err = sim
+        .write("/t/planted", &[7u8; 4096], &Options::new())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::Error::Refused {
+                reason: crate::InvalidReason::ForeignFileInStickyDir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // open_dir, stat_at, stat_dir: nothing created.
+    let calls: Vec<Call> = sim.trace().iter().map(|t| t.call).collect();
+    assert_eq!(calls, [Call::OpenDir, Call::StatAt, Call::StatDir]);
+    assert_eq!(sim.read_file("/t/planted").unwrap(), b"old");
+}
+
+#[test]
+fn a_foreign_link_in_a_sticky_dir_is_not_followed() {
+    let sim = sticky_sim();
+    let err = sim.write("/t/link", b"new", &Options::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::Error::Refused {
+                reason: crate::InvalidReason::ForeignSymlinkInStickyDir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!sim.trace().iter().any(|t| t.call == Call::ReadLinkAt));
+    assert_eq!(sim.read_file("/victim").unwrap(), b"old");
+}
