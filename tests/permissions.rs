@@ -145,10 +145,32 @@ fn child_write() {
     });
 }
 
+/// Whether this test binary can be run as `uid:gid` here (it may live
+/// under a directory only root may enter); `Err` says why not.
+fn can_run_as(uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let status = Command::new(std::env::current_exe().unwrap())
+        .arg("--list")
+        .uid(uid)
+        .gid(gid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("the test binary run as {uid} exited with {s}")),
+        Err(e) => Err(format!("cannot run the test binary as {uid}: {e}")),
+    }
+}
+
 /// A directory the test user owns, in a tempdir others may enter.
 fn users_dir(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
     if !procs::is_root() {
         println!("skipped: {test}: needs root to act as other users");
+        return None;
+    }
+    if let Err(why) = can_run_as(USER, USERS_GROUP) {
+        println!("skipped: {test}: {why}");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
