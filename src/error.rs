@@ -218,7 +218,7 @@ pub enum Error {
     /// A protection rule refused the replace because of `path` (a symlink on
     /// the way, the existing file, or its directory); nothing was created or
     /// changed.
-    #[error("cannot replace {}: {}: {reason}", target.display(), path.display())]
+    #[error("cannot replace {}{}: {reason}", target.display(), AtNote(target, path))]
     Refused {
         /// The path the caller asked to replace.
         target: PathBuf,
@@ -262,6 +262,19 @@ impl fmt::Display for TempNote<'_> {
         match self.0 {
             Some(p) => write!(f, " (temporary file {} was left behind)", p.display()),
             None => Ok(()),
+        }
+    }
+}
+
+/// ` (at PATH)` when the refused path is not the target itself.
+struct AtNote<'a>(&'a Path, &'a Path);
+
+impl fmt::Display for AtNote<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == self.1 {
+            Ok(())
+        } else {
+            write!(f, " (at {})", self.1.display())
         }
     }
 }
@@ -423,6 +436,23 @@ mod tests {
         assert!(
             e.to_string()
                 .ends_with("(temporary file .a.x.tmp was left behind)")
+        );
+    }
+
+    #[test]
+    fn refused_names_the_path_the_rule_objects_to() {
+        let reason = InvalidReason::ForeignSymlinkInStickyDir;
+        let e = Error::refused(Path::new("/t/a"), Path::new("/t/b"), reason);
+        assert!(
+            e.to_string()
+                .starts_with("cannot replace /t/a (at /t/b): refused to follow")
+        );
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!((e.step(), e.target()), (None, Path::new("/t/a")));
+        let e = Error::refused(Path::new("/t/a"), Path::new("/t/a"), reason);
+        assert!(
+            e.to_string().starts_with("cannot replace /t/a: refused"),
+            "{e}"
         );
     }
 

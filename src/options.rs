@@ -125,7 +125,9 @@ impl Options {
     /// With `true` (the default), a symlink at the target is followed (chains
     /// and relative links included) and the file it points to is replaced in
     /// its own directory; the link stays. With `false`, the link itself is
-    /// replaced by a regular file.
+    /// replaced by a regular file. Links are followed only as the kernel's
+    /// `protected_symlinks` rule allows, whatever the sysctl says, and
+    /// `/proc` magic links are refused (see the crate docs, Security).
     pub fn follow_symlinks(&mut self, yes: bool) -> &mut Options {
         self.follow_symlinks = yes;
         self
