@@ -110,6 +110,27 @@ pub enum InvalidReason {
     NotRegularFile,
     /// The target has other hard links and [`HardLinks::Refuse`](crate::HardLinks::Refuse) is set.
     HardLinked,
+    // issue 11: the kernel's own protections, applied to what the library
+    // does in user space (see the crate docs, Security).
+    /// A symlink on the way lies in a sticky world-writable directory and is
+    /// owned by neither the caller nor the directory's owner: the kernel's
+    /// `protected_symlinks` rule, which the library applies whatever the sysctl says.
+    ForeignSymlinkInStickyDir,
+    /// The existing file lies in a sticky world- or group-writable directory
+    /// and is owned by neither the caller nor the directory's owner: the
+    /// kernel's `protected_regular` rule (see
+    /// [`Options::replace_others_in_sticky_dirs`](crate::Options::replace_others_in_sticky_dirs)).
+    ForeignFileInStickyDir,
+    /// A `/proc` magic link (`/proc/self/fd/N`, `/proc/PID/exe`): it stands
+    /// for an open file, not a path, and the library only replaces by name.
+    ProcMagicLink,
+    /// The target is a mount point (a file bind-mounted over the name, as
+    /// Docker and Kubernetes do): no rename can replace it.
+    MountPoint,
+    /// `Durability::Durable` in a directory that may be written and searched
+    /// but not read (mode `0300`): it cannot be opened for the `fsync` that
+    /// makes the rename durable.
+    DirectoryNotReadable,
 }
 
 impl InvalidReason {
@@ -120,6 +141,11 @@ impl InvalidReason {
             InvalidReason::NotRegularFile | InvalidReason::HardLinked => {
                 io::ErrorKind::InvalidInput
             }
+            InvalidReason::ForeignSymlinkInStickyDir
+            | InvalidReason::ForeignFileInStickyDir
+            | InvalidReason::DirectoryNotReadable => io::ErrorKind::PermissionDenied,
+            InvalidReason::ProcMagicLink => io::ErrorKind::InvalidInput,
+            InvalidReason::MountPoint => io::ErrorKind::ResourceBusy,
         }
     }
 }
@@ -132,6 +158,30 @@ impl fmt::Display for InvalidReason {
             InvalidReason::IsDirectory => "it is a directory",
             InvalidReason::NotRegularFile => "it is not a regular file (FIFO, socket or device)",
             InvalidReason::HardLinked => "it has other hard links, which a replace would split off",
+            InvalidReason::ForeignSymlinkInStickyDir => {
+                "refused to follow a symlink in a sticky world-writable directory that \
+                 belongs to neither you nor the directory's owner (the kernel's \
+                 protected_symlinks rule)"
+            }
+            InvalidReason::ForeignFileInStickyDir => {
+                "the existing file is in a sticky shared directory and belongs to neither \
+                 you nor the directory's owner, who could read and rewrite what is written \
+                 (the kernel's protected_regular rule; Options::replace_others_in_sticky_dirs \
+                 allows it)"
+            }
+            InvalidReason::ProcMagicLink => {
+                "it is a /proc magic link, which stands for an open file rather than a \
+                 path; pass the file's real path"
+            }
+            InvalidReason::MountPoint => {
+                "it is a mount point (a file bind-mounted over the name), which no rename \
+                 can replace; mount its directory instead, or write the file in place"
+            }
+            InvalidReason::DirectoryNotReadable => {
+                "the directory may be written but not read, so it cannot be fsynced and \
+                 a durable replace is impossible; grant read permission or use \
+                 Durability::Consistent"
+            }
         })
     }
 }
@@ -162,6 +212,19 @@ pub enum Error {
         /// The path the caller asked to replace.
         target: PathBuf,
         /// What is wrong with it.
+        reason: InvalidReason,
+    },
+    // issue 11
+    /// A protection rule refused the replace because of `path` (a symlink on
+    /// the way, the existing file, or its directory); nothing was created or
+    /// changed.
+    #[error("cannot replace {}{}: {reason}", target.display(), AtNote(target, path))]
+    Refused {
+        /// The path the caller asked to replace.
+        target: PathBuf,
+        /// The link, file or directory the rule objects to.
+        path: PathBuf,
+        /// Which rule, and why.
         reason: InvalidReason,
     },
     /// A [`Batch`](crate::Batch) commit failed: `source` says for which file
@@ -203,6 +266,19 @@ impl fmt::Display for TempNote<'_> {
     }
 }
 
+/// ` (at PATH)` when the refused path is not the target itself.
+struct AtNote<'a>(&'a Path, &'a Path);
+
+impl fmt::Display for AtNote<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == self.1 {
+            Ok(())
+        } else {
+            write!(f, " (at {})", self.1.display())
+        }
+    }
+}
+
 fn temp_note(temp: Option<&Path>) -> TempNote<'_> {
     TempNote(temp)
 }
@@ -213,7 +289,7 @@ impl Error {
     pub fn step(&self) -> Option<Step> {
         match self {
             Error::Io { step, .. } => Some(*step),
-            Error::InvalidTarget { .. } => None,
+            Error::InvalidTarget { .. } | Error::Refused { .. } => None,
             Error::AlreadyExists { .. } => Some(Step::Rename),
             Error::Batch { source, .. } => source.step(),
         }
@@ -233,6 +309,7 @@ impl Error {
         match self {
             Error::Io { target, .. }
             | Error::InvalidTarget { target, .. }
+            | Error::Refused { target, .. }
             | Error::AlreadyExists { target } => target,
             Error::Batch { source, .. } => source.target(),
         }
@@ -262,7 +339,7 @@ impl Error {
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Io { source, .. } => source.kind(),
-            Error::InvalidTarget { reason, .. } => reason.kind(),
+            Error::InvalidTarget { reason, .. } | Error::Refused { reason, .. } => reason.kind(),
             Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
             Error::Batch { source, .. } => source.kind(),
         }
@@ -289,6 +366,14 @@ impl Error {
     pub(crate) fn invalid(target: &Path, reason: InvalidReason) -> Error {
         Error::InvalidTarget {
             target: target.to_path_buf(),
+            reason,
+        }
+    }
+
+    pub(crate) fn refused(target: &Path, path: &Path, reason: InvalidReason) -> Error {
+        Error::Refused {
+            target: target.to_path_buf(),
+            path: path.to_path_buf(),
             reason,
         }
     }
@@ -351,6 +436,23 @@ mod tests {
         assert!(
             e.to_string()
                 .ends_with("(temporary file .a.x.tmp was left behind)")
+        );
+    }
+
+    #[test]
+    fn refused_names_the_path_the_rule_objects_to() {
+        let reason = InvalidReason::ForeignSymlinkInStickyDir;
+        let e = Error::refused(Path::new("/t/a"), Path::new("/t/b"), reason);
+        assert!(
+            e.to_string()
+                .starts_with("cannot replace /t/a (at /t/b): refused to follow")
+        );
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!((e.step(), e.target()), (None, Path::new("/t/a")));
+        let e = Error::refused(Path::new("/t/a"), Path::new("/t/a"), reason);
+        assert!(
+            e.to_string().starts_with("cannot replace /t/a: refused"),
+            "{e}"
         );
     }
 

@@ -45,8 +45,9 @@
 //! ```text
 //! 1. open(parent, O_DIRECTORY)     every later call is relative to this fd;
 //!                                  a symlink at the target is resolved first
-//! 2. fstatat(parent, name)         refuse directories and special files;
-//!                                  remember mode and owner
+//! 2. statx(parent, name)           refuse directories, special files, mount
+//!                                  points; then open the old file O_NOFOLLOW:
+//!                                  mode, owner, ACL, xattrs of that inode
 //! 3. openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, 0600)
 //! 4. pwrite ...                    the caller's bytes
 //! 5. fstat; fchown, fchmod         only what differs; owner first (it clears setuid)
@@ -54,6 +55,36 @@
 //! 7. renameat(temp -> name)        the atomic switch; RENAME_NOREPLACE for create_new
 //! 8. fsync(parent)                 the switch itself on disk
 //! ```
+//!
+//! # Security
+//!
+//! The library follows symlinks and replaces files in user space, where the
+//! kernel's own protections never see those steps, so it applies them itself,
+//! whatever the sysctls say (see README, Security):
+//!
+//! - `protected_symlinks`: a link in a sticky world-writable directory is
+//!   followed only if it is the caller's or the directory owner's
+//!   ([`InvalidReason::ForeignSymlinkInStickyDir`]);
+//! - `protected_regular`: an existing file there (or in a sticky
+//!   group-writable one) owned by neither is not replaced
+//!   ([`InvalidReason::ForeignFileInStickyDir`],
+//!   [`Options::replace_others_in_sticky_dirs`]);
+//! - `/proc` magic links are refused ([`InvalidReason::ProcMagicLink`]);
+//!   relative links are followed through directory fds, 40 hops as the kernel;
+//! - permissions never widen: the access ACL is carried over, or else the
+//!   group bits (its mask) dropped; a group that could not be kept gets at
+//!   most the "other" bits; `EPERM`/`EINVAL` from `fchown` is best effort for
+//!   everyone, root in a user namespace included;
+//! - mode, owner, ACL and `user.*`/`security.*` xattrs come through a
+//!   descriptor of the inode that was inspected (`O_NOFOLLOW`, same inode as
+//!   `statx` saw): root copies `security.capability` only from the file it
+//!   replaces;
+//! - refused before writing: a bind-mounted target ([`InvalidReason::MountPoint`])
+//!   and a `Durable` replace in a directory that cannot be read
+//!   ([`InvalidReason::DirectoryNotReadable`]).
+//!
+//! A directory's default ACL applies to the new file as to any file created
+//! there; path components the kernel resolves follow its own sysctls.
 //!
 //! # Limitations
 //!
@@ -64,10 +95,10 @@
 //!   old file keep the old content.
 //! - **Concurrent writers**: each writer has its own temp and the last rename
 //!   wins; nothing is torn, but serialising writers needs a lock.
-//! - **Mode and owner** are read when the replace starts, not at commit.
-//!   Extended attributes and ACLs are not copied.
-//! - **Owner** is kept only when permitted: a process that is not root cannot
-//!   give a file to another user, and that `EPERM` is ignored.
+//! - **Mode, owner, ACL and xattrs** are read when the replace starts, not at
+//!   commit. Default ACLs and `trusted.*` xattrs are not copied.
+//! - **Owner** is kept only when permitted (an `EPERM` or `EINVAL` from
+//!   `fchown` is ignored); the mode is narrowed instead (see Security).
 //! - `close` is not checked (rustix offers no checked close); the `fsync`
 //!   before it reports the errors a local filesystem can give.
 //! - **Platforms**: tested on Linux. Other Unix systems compile (Apple uses

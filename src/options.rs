@@ -61,6 +61,8 @@ pub struct Options {
     pub(crate) hard_links: HardLinks,
     pub(crate) preserve_xattrs: bool,
     pub(crate) unnamed_temp: bool,
+    // issue 11
+    pub(crate) others_in_sticky: bool,
     #[cfg(any(test, feature = "sim"))]
     pub(crate) broken: Option<crate::protocol::Broken>,
 }
@@ -85,6 +87,7 @@ impl Options {
             hard_links: HardLinks::Break,
             preserve_xattrs: true,
             unnamed_temp: false,
+            others_in_sticky: false,
             #[cfg(any(test, feature = "sim"))]
             broken: None,
         }
@@ -107,9 +110,13 @@ impl Options {
 
     /// Give the new file the existing file's owner and group. Default `true`.
     ///
-    /// Best effort: a process that is not root can only give a file away to
-    /// its own user and groups, so an `EPERM` from `fchown` is ignored unless
-    /// running as root.
+    /// Best effort, for everyone: an `EPERM` from `fchown` (a process that
+    /// is not root can only give a file to itself and its own groups) or an
+    /// `EINVAL` (an owner with no mapping in this user namespace) is ignored,
+    /// and the group alone is kept where possible. Whatever is not kept
+    /// narrows the mode instead, so nobody gains access: a group that was
+    /// not kept gets at most what "others" had, and set-user-ID (set-group-ID)
+    /// is dropped with the owner (group).
     pub fn preserve_owner(&mut self, yes: bool) -> &mut Options {
         self.preserve_owner = yes;
         self
@@ -118,7 +125,9 @@ impl Options {
     /// With `true` (the default), a symlink at the target is followed (chains
     /// and relative links included) and the file it points to is replaced in
     /// its own directory; the link stays. With `false`, the link itself is
-    /// replaced by a regular file.
+    /// replaced by a regular file. Links are followed only as the kernel's
+    /// `protected_symlinks` rule allows, whatever the sysctl says, and
+    /// `/proc` magic links are refused (see the crate docs, Security).
     pub fn follow_symlinks(&mut self, yes: bool) -> &mut Options {
         self.follow_symlinks = yes;
         self
@@ -157,10 +166,12 @@ impl Options {
     }
 
     /// Copy the old file's `user.*` and `security.*` extended attributes
-    /// (SELinux labels, for one) to the new file. Default `true`, best
-    /// effort: attributes the filesystem or the process's privileges do not
-    /// allow are silently left out. Other namespaces (`trusted.*`, ACLs in
-    /// `system.*`) are not copied.
+    /// (SELinux labels, file capabilities) to the new file. Default `true`,
+    /// best effort: attributes the filesystem or the process's privileges do
+    /// not allow are silently left out. They are read through a descriptor
+    /// of the very file whose mode is kept, never by name. `trusted.*` is
+    /// not copied. The access ACL (`system.posix_acl_access`) is part of the
+    /// mode, not of this option: it is carried over whenever the old mode is.
     pub fn preserve_xattrs(&mut self, yes: bool) -> &mut Options {
         self.preserve_xattrs = yes;
         self
@@ -175,6 +186,20 @@ impl Options {
     /// times the syscall floor) and on tmpfs (see `benches/RESULTS.md`).
     pub fn unnamed_temp(&mut self, yes: bool) -> &mut Options {
         self.unnamed_temp = yes;
+        self
+    }
+
+    // issue 11
+    /// Replace an existing file that belongs to neither the caller nor the
+    /// directory's owner in a sticky world- or group-writable directory
+    /// (`/tmp`, `/var/tmp`, a shared group directory). Default `false`: such
+    /// a file is refused with
+    /// [`InvalidReason::ForeignFileInStickyDir`](crate::InvalidReason::ForeignFileInStickyDir),
+    /// as the kernel's `protected_regular` rule refuses an `O_CREAT` open of
+    /// it, because whoever planted it would own the result and could read
+    /// and rewrite it. Turn it on only when the file's owner is trusted.
+    pub fn replace_others_in_sticky_dirs(&mut self, yes: bool) -> &mut Options {
+        self.others_in_sticky = yes;
         self
     }
 

@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! open(parent, O_DIRECTORY)                      once; every later call is *at this fd
-//! fstatat(parent, name, AT_SYMLINK_NOFOLLOW)     type check; mode and owner to keep
-//!   (readlinkat + open the link's parent again, while following a symlink)
+//!                                                (O_PATH for a write+search-only dir)
+//! statx(parent, name, AT_SYMLINK_NOFOLLOW)       type check; refuse a mount point
+//!   (fstatfs, fstat(dir), readlinkat, openat(dir, link's dir) per symlink followed:
+//!    protected_symlinks, no /proc magic links)
+//! fstat(parent)                                  file not ours: protected_regular
+//! openat(parent, name, O_RDONLY|O_NOFOLLOW), fstat, flistxattr, close
+//!                                                mode, owner, ACL, xattrs of that inode
 //! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
 //! pwrite ...                                     the caller's bytes
-//! fstat; fchown, fchmod where they differ        before the fsync, chown first
+//! fstat; fchown, ACL, fchmod, xattrs            before the fsync, chown first; never wider
 //! fsync(temp)                                    the data and mode are durable
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
@@ -75,6 +80,8 @@ pub(crate) struct Replace<S: Sys> {
     file: Option<S::File>,
     /// The existing regular file whose mode and owner are kept.
     old: Option<Stat>,
+    /// That file's ACL and extended attributes, read through its descriptor.
+    old_attrs: OldAttrs,
     opts: Options,
     /// Write position and current length of the temp (it starts empty).
     pos: u64,
@@ -94,40 +101,126 @@ impl<S: Sys> std::fmt::Debug for Replace<S> {
 /// Follows symlinks at `target` (when asked) and opens the directory that
 /// holds the file to replace. Returns that directory's path and fd, the file
 /// name in it, and what is there now.
+///
+/// Every hop is taken relative to the directory fd the link was found in,
+/// so a long chain of relative links never grows a path the kernel has to
+/// walk. Each link must pass the kernel's `protected_symlinks` rule and may
+/// not be a `/proc` magic link (see [`may_follow`]).
 #[allow(clippy::type_complexity)]
 fn resolve<S: Sys>(
     sys: &S,
     target: &Path,
-    follow: bool,
+    opts: &Options,
 ) -> Result<(PathBuf, S::Dir, OsString, Option<Stat>), Error> {
-    let mut path = target.to_path_buf();
+    let (mut parent, name) = split(target).map_err(|r| Error::invalid(target, r))?;
+    let mut name = name.to_os_string();
+    let mut dir = match sys.open_dir(&parent) {
+        Ok(dir) => dir,
+        Err(e) => open_unreadable_dir(sys, None, &parent, e, target, opts)?,
+    };
     for _ in 0..=SYMLINK_HOPS_MAX {
-        let (parent, name) = split(&path).map_err(|r| Error::invalid(target, r))?;
-        let dir = sys
-            .open_dir(&parent)
-            .map_err(|e| Error::io(Step::OpenParent, target, e))?;
-        let stat = match sys.stat_at(&dir, name) {
+        let stat = match sys.stat_at(&dir, &name) {
             Ok(st) => Some(st),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(Step::InspectTarget, target, e)),
         };
-        if follow && stat.is_some_and(|st| st.kind == Kind::Symlink) {
-            let link = sys
-                .read_link_at(&dir, name)
-                .map_err(|e| Error::io(Step::ResolveSymlink, target, e))?;
-            // A relative link resolves against the link's own directory;
-            // `join` keeps an absolute one as it is.
-            path = parent.join(link);
-            continue;
+        let link = match stat {
+            Some(st) if opts.follow_symlinks && st.kind == Kind::Symlink => st,
+            _ => return Ok((parent, dir, name, stat)),
+        };
+        let at = parent.join(&name);
+        may_follow(sys, &dir, &link, target, &at)?;
+        let to = sys
+            .read_link_at(&dir, &name)
+            .map_err(|e| Error::io(Step::ResolveSymlink, target, e))?;
+        let to = PathBuf::from(to);
+        let (to_parent, to_name) = split(&to).map_err(|r| Error::invalid(target, r))?;
+        // A bare name stays in this directory (no syscall); anything else
+        // is opened relative to it, as the kernel resolves a relative link
+        // against the link's own directory (an absolute one ignores `dir`).
+        if to_parent != Path::new(".") {
+            let next = match sys.open_dir_at(Some(&dir), &to_parent, false) {
+                Ok(next) => next,
+                Err(e) => open_unreadable_dir(sys, Some(&dir), &to_parent, e, target, opts)?,
+            };
+            dir = next;
+            // For messages only: the kernel never sees this path.
+            parent = parent.join(&to_parent);
         }
-        let name = name.to_os_string();
-        return Ok((parent, dir, name, stat));
+        name = to_name.to_os_string();
     }
     Err(Error::io(
         Step::ResolveSymlink,
         target,
         crate::sys::symlink_loop(),
     ))
+}
+
+/// A directory that could not be opened for reading (`first` is why): one
+/// we may write and search but not read (mode `0300`) is opened `O_PATH`,
+/// which serves every `*at` call. It cannot be fsynced, so a `Durable`
+/// replace is refused here, before anything is written.
+fn open_unreadable_dir<S: Sys>(
+    sys: &S,
+    at: Option<&S::Dir>,
+    path: &Path,
+    first: io::Error,
+    target: &Path,
+    opts: &Options,
+) -> Result<S::Dir, Error> {
+    if first.kind() != io::ErrorKind::PermissionDenied {
+        return Err(Error::io(Step::OpenParent, target, first));
+    }
+    // Not searchable either (or no O_PATH): the first error says why.
+    let Ok(dir) = sys.open_dir_at(at, path, true) else {
+        return Err(Error::io(Step::OpenParent, target, first));
+    };
+    if opts.durability == Durability::Durable {
+        return Err(Error::refused(
+            target,
+            path,
+            InvalidReason::DirectoryNotReadable,
+        ));
+    }
+    Ok(dir)
+}
+
+/// The kernel's rules for following the symlink `link` (named `at`) found
+/// in `dir`, applied whatever the sysctls say, because the library reads
+/// links itself and the kernel never sees that hop:
+///
+/// - `protected_symlinks`: in a sticky world-writable directory a link is
+///   followed only if it belongs to the caller or to the directory's owner;
+///   else anyone could point a name in `/tmp` at a file of the caller's.
+/// - A link in `procfs` is "magic": `readlink` gives a description
+///   (`/x (deleted)`, `pipe:[7]`), not a path to the file. Refused.
+///
+/// Costs nothing unless a link is followed: one `fstatfs`, and an `fstat`
+/// of the directory for a link that is not the caller's.
+fn may_follow<S: Sys>(
+    sys: &S,
+    dir: &S::Dir,
+    link: &Stat,
+    target: &Path,
+    at: &Path,
+) -> Result<(), Error> {
+    let inspect = |e| Error::io(Step::InspectTarget, target, e);
+    if sys.is_procfs(dir).map_err(inspect)? {
+        return Err(Error::refused(target, at, InvalidReason::ProcMagicLink));
+    }
+    if link.uid == sys.euid() {
+        return Ok(());
+    }
+    let parent = sys.stat_dir(dir).map_err(inspect)?;
+    let sticky_world = parent.mode & 0o1002 == 0o1002;
+    if sticky_world && link.uid != parent.uid {
+        return Err(Error::refused(
+            target,
+            at,
+            InvalidReason::ForeignSymlinkInStickyDir,
+        ));
+    }
+    Ok(())
 }
 
 /// What is at the target when the replace starts, checked against the options.
@@ -153,10 +246,182 @@ fn classify(target: &Path, existing: Option<Stat>, opts: &Options) -> Result<Opt
     }
 }
 
+/// How often the old file may be swapped between `fstatat` and `openat`
+/// (by concurrent writers) before a replace gives up.
+const INSPECT_ATTEMPTS: usize = 4;
+
+/// The existing regular file `old` (as `fstatat` saw it), checked against
+/// the kernel's `protected_regular` rule and a bind mount over the name,
+/// then opened (`O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY`) so that its
+/// attributes and ACL are later read from this very inode, never by name.
+///
+/// Returns the file's status as seen through the descriptor, and what of
+/// its attributes the new file is to get. The descriptor is closed at once
+/// (a batch of many files must not hold one per file).
+fn inspect_old<S: Sys>(
+    sys: &S,
+    target: &Path,
+    parent: &Path,
+    dir: &S::Dir,
+    name: &OsStr,
+    old: Option<Stat>,
+    opts: &Options,
+) -> Result<(Option<Stat>, OldAttrs), Error> {
+    let inspect = |e| Error::io(Step::InspectTarget, target, e);
+    let mut old = old;
+    for _ in 0..INSPECT_ATTEMPTS {
+        let Some(seen) = old else {
+            return Ok((None, OldAttrs::default()));
+        };
+        if seen.mount_root {
+            let at = parent.join(name);
+            return Err(Error::refused(target, &at, InvalidReason::MountPoint));
+        }
+        // Only a file that is not the caller's can be a planted one; the
+        // common case (your own file) costs no syscall here.
+        if seen.uid != sys.euid() && !opts.others_in_sticky {
+            let d = sys.stat_dir(dir).map_err(inspect)?;
+            let shared = d.mode & 0o1000 != 0 && d.mode & 0o022 != 0;
+            if shared && seen.uid != d.uid {
+                let at = parent.join(name);
+                return Err(Error::refused(
+                    target,
+                    &at,
+                    InvalidReason::ForeignFileInStickyDir,
+                ));
+            }
+        }
+        // The descriptor serves the mode (ACL) and the xattrs only.
+        if opts.mode.is_some() && !opts.preserve_xattrs {
+            return Ok((Some(seen), OldAttrs::default()));
+        }
+        let file = match sys.open_read_at(dir, name) {
+            Ok(file) => file,
+            // Not readable by us: its ACL cannot be known (`keep_mode`
+            // then assumes one) and its attributes are not copied.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let attrs = OldAttrs {
+                    acl: Acl::Unknown,
+                    copy: Vec::new(),
+                };
+                return Ok((Some(seen), attrs));
+            }
+            // Swapped for a symlink (ELOOP) or removed since the fstatat.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == crate::sys::symlink_loop().raw_os_error() =>
+            {
+                old = restat(sys, target, dir, name, opts)?;
+                continue;
+            }
+            Err(e) => return Err(inspect(e)),
+        };
+        let now = match sys.stat_file(&file) {
+            Ok(now) => now,
+            Err(e) => {
+                sys.close(file);
+                return Err(inspect(e));
+            }
+        };
+        if (now.ino, now.dev, now.kind) == (seen.ino, seen.dev, Kind::File) {
+            let now = Stat {
+                mount_root: seen.mount_root,
+                ..now
+            };
+            let attrs = read_attrs(sys, &file, opts);
+            sys.close(file);
+            return Ok((Some(now), attrs.map_err(inspect)?));
+        }
+        // Another writer replaced it in between: look again.
+        sys.close(file);
+        old = restat(sys, target, dir, name, opts)?;
+    }
+    Err(inspect(io::Error::new(
+        io::ErrorKind::Interrupted,
+        "the file kept being replaced while it was inspected",
+    )))
+}
+
+/// `fstatat` again after the file changed under `inspect_old`.
+fn restat<S: Sys>(
+    sys: &S,
+    target: &Path,
+    dir: &S::Dir,
+    name: &OsStr,
+    opts: &Options,
+) -> Result<Option<Stat>, Error> {
+    let existing = match sys.stat_at(dir, name) {
+        Ok(st) => Some(st),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(Step::InspectTarget, target, e)),
+    };
+    classify(target, existing, opts)
+}
+
+/// What the old file's extended attributes say, read through its
+/// descriptor when the replace starts.
+#[derive(Debug, Default)]
+struct OldAttrs {
+    /// Its access ACL (only looked at when the old mode is kept).
+    acl: Acl,
+    /// The `user.*` and `security.*` attributes to copy (with
+    /// `preserve_xattrs`), with their values.
+    copy: Vec<(OsString, Vec<u8>)>,
+}
+
+/// Whether the old file has an access ACL.
+#[derive(Debug, Default)]
+enum Acl {
+    /// None (or the filesystem has no xattrs).
+    #[default]
+    None,
+    /// This one, as the xattr's bytes.
+    Some(Vec<u8>),
+    /// Cannot be told (the file may not be opened by us).
+    Unknown,
+}
+
+/// One `flistxattr`, then an `fgetxattr` for each attribute that is kept:
+/// a file without attributes costs one call. A failure to list, or to read
+/// the ACL, fails the replace: guessing could widen the permissions.
+fn read_attrs<S: Sys>(sys: &S, file: &S::File, opts: &Options) -> io::Result<OldAttrs> {
+    let names = match sys.list_xattrs(file) {
+        Ok(names) => names,
+        Err(e) if no_xattrs(&e) => return Ok(OldAttrs::default()),
+        Err(e) => return Err(e),
+    };
+    let mut attrs = OldAttrs::default();
+    for name in names {
+        let bytes = name.as_encoded_bytes();
+        if name == ACL_ACCESS {
+            if opts.mode.is_none() {
+                attrs.acl = Acl::Some(sys.get_xattr(file, &name)?);
+            }
+        } else if opts.preserve_xattrs
+            && (bytes.starts_with(b"user.") || bytes.starts_with(b"security."))
+        {
+            if let Ok(value) = sys.get_xattr(file, &name) {
+                attrs.copy.push((name, value));
+            }
+        }
+    }
+    Ok(attrs)
+}
+
+/// The ACL xattr: when present, the mode's group bits are the ACL's mask,
+/// not the owning group's permissions.
+const ACL_ACCESS: &str = "system.posix_acl_access";
+
+/// Errors from `flistxattr` that mean "this filesystem has no extended
+/// attributes", so no ACL either.
+fn no_xattrs(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(95)
+}
+
 impl<S: Sys> Replace<S> {
     /// Steps 1-3: resolve, inspect, create the temp.
     pub(crate) fn open(sys: S, target: &Path, opts: &Options) -> Result<Replace<S>, Error> {
-        let (parent, dir, name, existing) = resolve(&sys, target, opts.follow_symlinks)?;
+        let (parent, dir, name, existing) = resolve(&sys, target, opts)?;
         let old = classify(target, existing, opts)?;
         Replace::create(sys, target, opts, parent, dir, name, old)
     }
@@ -172,6 +437,7 @@ impl<S: Sys> Replace<S> {
         name: OsString,
         old: Option<Stat>,
     ) -> Result<Replace<S>, Error> {
+        let (old, old_attrs) = inspect_old(&sys, target, &parent, &dir, &name, old, opts)?;
         // A file that takes an existing file's mode starts private (0600)
         // and gets its mode at commit; a new file is created with its final
         // mode and the kernel applies the umask, as `File::create` does.
@@ -190,6 +456,7 @@ impl<S: Sys> Replace<S> {
             named: false,
             file: None,
             old,
+            old_attrs,
             opts: opts.clone(),
             pos: 0,
             len: 0,
@@ -237,7 +504,7 @@ impl<S: Sys> Replace<S> {
     where
         F: FnOnce(Option<&[u8]>) -> io::Result<Vec<u8>>,
     {
-        let (parent, dir, name, _) = resolve(&sys, target, opts.follow_symlinks)?;
+        let (parent, dir, name, _) = resolve(&sys, target, opts)?;
         // The lock lives on the directory, not the target: every replace
         // gives the target a new inode, so a lock on it would guard nothing.
         // The kernel drops it when `dir` is closed, or the process dies.
@@ -447,8 +714,9 @@ impl<S: Sys> Replace<S> {
         })
     }
 
-    /// Step 5: owner first (the kernel clears setuid/setgid on chown), mode
-    /// last; extended attributes of the old file, best effort.
+    /// Step 5: owner first (the kernel clears setuid/setgid and file
+    /// capabilities on chown), then the ACL, the mode, and the other
+    /// extended attributes, all as read from the old file's descriptor.
     fn set_metadata(&self) -> Result<(), Error> {
         let Some(file) = &self.file else {
             return Err(self.closed(Step::SetMode));
@@ -466,58 +734,109 @@ impl<S: Sys> Replace<S> {
             .sys
             .stat_file(file)
             .map_err(|e| Error::io(Step::InspectTemp, &self.target, e))?;
+        let mut owner = (now.uid, now.gid);
         let mut chowned = false;
         if let (Some(old), true) = (self.old, self.opts.preserve_owner) {
-            if (now.uid, now.gid) != (old.uid, old.gid) {
+            if owner != (old.uid, old.gid) {
                 match self.sys.set_owner(file, old.uid, old.gid) {
-                    Ok(()) => chowned = true,
-                    // Not root: we may not give the file away. Best effort, as documented.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
-                        ) && !self.sys.is_root() => {}
+                    Ok(()) => {
+                        chowned = true;
+                        owner = (old.uid, old.gid);
+                    }
+                    // Not allowed to give the file away (EPERM), or an id
+                    // this user namespace cannot map (EINVAL): best effort,
+                    // whoever we are. Keep at least the group if we are in
+                    // it; `keep_mode` makes sure nobody gains access.
+                    Err(e) if owner_best_effort(&e) => {
+                        if now.uid != old.uid
+                            && now.gid != old.gid
+                            && self.sys.set_owner(file, now.uid, old.gid).is_ok()
+                        {
+                            chowned = true;
+                            owner.1 = old.gid;
+                        }
+                    }
                     Err(e) => return Err(Error::io(Step::SetOwner, &self.target, e)),
                 }
             }
         }
+        let mut acl_set = false;
         let want = match (self.opts.mode, self.old) {
             // Created with this mode, so the low bits are right (the umask
             // applied); setuid/setgid may be gone, since a chown clears them
             // and so does every write by a process without CAP_FSETID. Put
             // them back (the umask never masks them).
             (Some(mode), _) => now.mode & 0o777 | mode & 0o7000,
-            (None, Some(old)) => old.mode,
+            (None, Some(old)) => {
+                let (mode, set) = self.keep_mode(file, old, owner);
+                acl_set = set;
+                mode
+            }
             (None, None) => now.mode,
         };
-        // A chown just cleared any setuid/setgid bits `now` still shows.
-        if want != now.mode || (chowned && want & 0o6000 != 0) {
+        // A chown just cleared any setuid/setgid bits `now` still shows; an
+        // ACL just rewrote the mode from its entries.
+        if want != now.mode || (chowned && want & 0o6000 != 0) || acl_set {
             self.sys
                 .set_mode(file, want)
                 .map_err(|e| Error::io(Step::SetMode, &self.target, e))?;
         }
-        if self.old.is_some() && self.opts.preserve_xattrs {
+        if self.old.is_some() {
             self.copy_xattrs(file);
         }
         Ok(())
     }
 
-    /// Copies `user.*` and `security.*` attributes (SELinux labels, for
-    /// one) from the old file. Best effort: a filesystem without xattrs, or
-    /// a label we may not set, leaves the new file without them.
-    fn copy_xattrs(&self, file: &S::File) {
-        let path = self.parent.join(&self.name);
-        let Ok(names) = self.sys.list_xattrs(&path) else {
-            return;
+    /// The old file's mode for the new file, narrowed so that nobody can
+    /// read or write the result who could not read or write the old file:
+    ///
+    /// - an ACL (`system.posix_acl_access`) is copied when the group was
+    ///   kept; if it cannot be (or its presence cannot be told), the group
+    ///   bits are dropped, since with an ACL they are the mask, not the
+    ///   group's permissions;
+    /// - when the group could not be kept, the group bits are reduced to
+    ///   what both the old group and "others" had (`group & other`): the new
+    ///   group's members were "others" before, or in the old group;
+    /// - setuid (setgid) is dropped when the owner (group) was not kept.
+    ///
+    /// Returns the mode and whether an ACL was set on the temp.
+    fn keep_mode(&self, file: &S::File, old: Stat, owner: (u32, u32)) -> (u32, bool) {
+        let mut mode = old.mode;
+        let group_kept = owner.1 == old.gid;
+        if owner.0 != old.uid {
+            mode &= !0o4000;
+        }
+        if !group_kept {
+            mode = mode & !0o2070 | (mode & (mode << 3) & 0o070);
+        }
+        let acl = match &self.old_attrs.acl {
+            Acl::None => return (mode, false),
+            Acl::Some(acl) => Some(acl),
+            Acl::Unknown => None,
         };
-        for name in names {
-            let bytes = name.as_encoded_bytes();
-            if !(bytes.starts_with(b"user.") || bytes.starts_with(b"security.")) {
-                continue;
-            }
-            if let Ok(value) = self.sys.get_xattr(&path, &name) {
-                let _ = self.sys.set_xattr(file, &name, &value);
-            }
+        // The ACL's `group::` entry would apply to whatever group the new
+        // file has: copy it only onto the same group.
+        let copied = group_kept
+            && acl.is_some_and(|acl| {
+                self.sys
+                    .set_xattr(file, OsStr::new(ACL_ACCESS), acl)
+                    .is_ok()
+            });
+        if copied {
+            (mode, true)
+        } else {
+            (mode & !0o070, false)
+        }
+    }
+
+    /// Copies the `user.*` and `security.*` attributes (SELinux labels,
+    /// file capabilities) read from the old file's descriptor in
+    /// `inspect_old`: always the inode whose mode and owner are kept, never
+    /// a file found by name later. Best effort: an attribute we may not set
+    /// (a `security.capability` without `CAP_SETFCAP`) is left out.
+    fn copy_xattrs(&self, file: &S::File) {
+        for (name, value) in &self.old_attrs.copy {
+            let _ = self.sys.set_xattr(file, name, value);
         }
     }
 
@@ -704,6 +1023,16 @@ impl<S: Sys> Drop for Replace<S> {
             let _ = self.sys.unlink_at(&self.dir, &self.temp);
         }
     }
+}
+
+/// `fchown` errors that leave the owner as it is rather than failing the
+/// replace: `EPERM` (no privilege to give the file away) and `EINVAL` (an
+/// owner this user namespace has no mapping for).
+fn owner_best_effort(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+    )
 }
 
 /// Errors from `O_TMPFILE` that mean "not here" rather than "failed".

@@ -456,13 +456,17 @@ mod owner {
             rustix::process::getegid().as_raw(),
         );
         assert_eq!(owner_of(&target), me);
-        assert_eq!(mode_of(&target), 0o4750);
+        // Never wider than before (issue 11): not the old owner, so no
+        // setuid; not the old group, so the group gets what both the old
+        // group and "others" had (nothing here).
+        assert_eq!(mode_of(&target), 0o700);
     }
 
     const DIR_ENV: &str = "CRASHSAFE_TEST_FOREIGN_DIR";
 
     /// Not root: the target belongs to another user, so its owner cannot be
-    /// kept; that is ignored (best effort), the mode is still kept. Needs a
+    /// kept; that is ignored (best effort), and the mode narrowed so that
+    /// the caller's group gains nothing. Needs a
     /// foreign-owned file, so root prepares it and reruns the test as
     /// `nobody`.
     #[test]
@@ -494,7 +498,9 @@ mod owner {
         }
         assert_eq!(fs::read(&target).unwrap(), b"new");
         assert_eq!(owner_of(&target), (NOBODY, NOBODY));
-        assert_eq!(mode_of(&target), 0o640);
+        // The old group's read bit must not pass to nobody's group
+        // (issue 11): the group keeps only what "others" had.
+        assert_eq!(mode_of(&target), 0o600);
     }
 }
 

@@ -386,3 +386,349 @@ fn sweep_with_hang_guard(dir: &Path) -> usize {
         .expect("sweep hung (a FIFO opened without O_NONBLOCK?)")
         .unwrap()
 }
+
+// ------------------------------------------- the kernel's rules (issue 11)
+//
+// The library follows symlinks and replaces files in user space, so the
+// kernel's `protected_symlinks` and `protected_regular` never see those
+// steps. These tests plant what another user could plant (as root, with
+// `lchown`) and check that the library refuses as the kernel would,
+// whatever the sysctls say. The cases that need the caller to be someone
+// else run a child process as that user.
+
+/// An unprivileged user that plants files and links.
+const ATTACKER: u32 = 2001;
+
+/// Returns true (after printing why) when the test cannot run here.
+fn skip_unless_root(test: &str) -> bool {
+    if procs::is_root() {
+        return false;
+    }
+    println!("skipped: {test}: needs root to give files to other users");
+    true
+}
+
+/// `lchown`: sets the owner of `path` itself, also of a symlink.
+fn lchown(path: &Path, uid: u32, gid: u32) {
+    use rustix::fs::{AtFlags, CWD, Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    rustix::fs::chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).unwrap();
+}
+
+/// A directory that other users can reach (tempdirs are 0700).
+fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A `/tmp` look-alike: sticky, world-writable, root's.
+fn sticky_dir(parent: &Path, name: &str, mode: u32) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
+fn reason_of(err: &crashsafe::Error) -> Option<crashsafe::InvalidReason> {
+    match err {
+        crashsafe::Error::Refused { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_symlink_planted_by_another_user_in_a_sticky_dir_is_not_followed() {
+    let test = "a_symlink_planted_by_another_user_in_a_sticky_dir_is_not_followed";
+    if skip_unless_root(test) {
+        return;
+    }
+    use crashsafe::InvalidReason::ForeignSymlinkInStickyDir;
+    let dir = shared_tempdir();
+    let tmp = sticky_dir(dir.path(), "tmp", 0o1777);
+    let victim = dir.path().join("passwd");
+    fs::write(&victim, "root:x:0:0").unwrap();
+    let link = tmp.join("report.txt");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    lchown(&link, ATTACKER, ATTACKER);
+    let err = crashsafe::write(&link, "root's report").unwrap_err();
+    assert_eq!(reason_of(&err), Some(ForeignSymlinkInStickyDir), "{err}");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("report.txt"), "{err}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "root:x:0:0");
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(procs::temps(&tmp).is_empty() && procs::temps(dir.path()).is_empty());
+
+    // Deeper in a chain: root's own link leads to the attacker's.
+    let first = tmp.join("first");
+    std::os::unix::fs::symlink("report.txt", &first).unwrap();
+    let err = crashsafe::write(&first, "x").unwrap_err();
+    assert_eq!(reason_of(&err), Some(ForeignSymlinkInStickyDir), "{err}");
+    match &err {
+        crashsafe::Error::Refused { path, target, .. } => {
+            assert_eq!(path, &link, "the error names the refused link");
+            assert_eq!(target, &first);
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "root:x:0:0");
+
+    // The kernel's exceptions: a link of the directory's owner, and any
+    // link in a directory that is not sticky, are followed.
+    lchown(&link, 0, 0);
+    crashsafe::write(&link, "followed").unwrap();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "followed");
+    let open = sticky_dir(dir.path(), "open", 0o777);
+    let link2 = open.join("report.txt");
+    std::os::unix::fs::symlink(&victim, &link2).unwrap();
+    lchown(&link2, ATTACKER, ATTACKER);
+    crashsafe::write(&link2, "not sticky").unwrap();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "not sticky");
+}
+
+#[test]
+fn a_file_planted_by_another_user_in_a_sticky_dir_is_refused() {
+    let test = "a_file_planted_by_another_user_in_a_sticky_dir_is_refused";
+    if skip_unless_root(test) {
+        return;
+    }
+    use crashsafe::InvalidReason::ForeignFileInStickyDir;
+    let dir = shared_tempdir();
+    for mode in [0o1777, 0o1770] {
+        let tmp = sticky_dir(dir.path(), &format!("tmp{mode:o}"), mode);
+        let planted = tmp.join("report.txt");
+        fs::write(&planted, "attacker's").unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o666)).unwrap();
+        lchown(&planted, ATTACKER, ATTACKER);
+        let err = crashsafe::write(&planted, "root's secret").unwrap_err();
+        assert_eq!(
+            reason_of(&err),
+            Some(ForeignFileInStickyDir),
+            "{mode:o}: {err}"
+        );
+        assert_eq!(fs::read_to_string(&planted).unwrap(), "attacker's");
+        assert!(procs::temps(&tmp).is_empty());
+        // The explicit opt-out: the caller knows the owner.
+        Options::new()
+            .replace_others_in_sticky_dirs(true)
+            .write(&planted, "shared on purpose")
+            .unwrap();
+        assert_eq!(fs::read_to_string(&planted).unwrap(), "shared on purpose");
+        assert_eq!(fs::metadata(&planted).unwrap().uid(), ATTACKER);
+    }
+    // The directory owner's files, and the caller's own, are replaced.
+    let home = sticky_dir(dir.path(), "home", 0o1777);
+    lchown(&home, ATTACKER, ATTACKER);
+    let theirs = home.join("theirs");
+    fs::write(&theirs, "old").unwrap();
+    lchown(&theirs, ATTACKER, ATTACKER);
+    crashsafe::write(&theirs, "new").unwrap();
+    let tmp = sticky_dir(dir.path(), "tmp", 0o1777);
+    fs::write(tmp.join("mine"), "old").unwrap();
+    crashsafe::write(tmp.join("mine"), "new").unwrap();
+    // A sticky directory nobody else may write to is not shared.
+    let private = sticky_dir(dir.path(), "private", 0o1755);
+    let other = private.join("other");
+    fs::write(&other, "old").unwrap();
+    lchown(&other, ATTACKER, ATTACKER);
+    crashsafe::write(&other, "new").unwrap();
+}
+
+/// Links whose targets are long relative paths: following them by joining
+/// strings grows the path past `PATH_MAX` long before 40 hops.
+#[test]
+fn a_chain_of_forty_relative_links_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "d".repeat(200);
+    let sub = dir.path().join(&long);
+    fs::create_dir(&sub).unwrap();
+    let hops = 40;
+    for i in 0..hops {
+        let to = if i + 1 == hops {
+            format!("{long}/../real")
+        } else {
+            format!("{long}/../l{}", i + 1)
+        };
+        std::os::unix::fs::symlink(&to, dir.path().join(format!("l{i}"))).unwrap();
+    }
+    fs::write(dir.path().join("real"), "old").unwrap();
+    // (Not compared with the kernel's own walk of `l0`: a path walk of
+    // exactly 40 links can fail with ELOOP when a mount elsewhere, such as
+    // the bind-mount test's, makes the kernel retry the walk.)
+    crashsafe::write(dir.path().join("l0"), "new").unwrap();
+    assert_eq!(fs::read_to_string(dir.path().join("real")).unwrap(), "new");
+    assert!(
+        fs::symlink_metadata(dir.path().join("l0"))
+            .unwrap()
+            .is_symlink()
+    );
+    // One more hop is a loop, as for the kernel.
+    std::os::unix::fs::symlink("l0", dir.path().join("l-1")).unwrap();
+    let err = crashsafe::write(dir.path().join("l-1"), "x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::LOOP.raw_os_error())
+    );
+}
+
+#[test]
+fn a_proc_magic_link_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "old").unwrap();
+    let open = fs::File::open(&victim).unwrap();
+    fs::remove_file(&victim).unwrap();
+    use std::os::fd::AsRawFd;
+    let magic = std::path::PathBuf::from(format!("/proc/self/fd/{}", open.as_raw_fd()));
+    let err = crashsafe::write(&magic, "new").unwrap_err();
+    assert_eq!(
+        reason_of(&err),
+        Some(crashsafe::InvalidReason::ProcMagicLink),
+        "{err}"
+    );
+    assert!(
+        procs::names(dir.path()).is_empty(),
+        "{:?}",
+        procs::names(dir.path())
+    );
+    // A live file behind the magic link is refused too: no name is made up.
+    let live = dir.path().join("live");
+    fs::write(&live, "old").unwrap();
+    let f = fs::File::open(&live).unwrap();
+    let magic = format!("/proc/self/fd/{}", f.as_raw_fd());
+    let err = crashsafe::write(&magic, "new").unwrap_err();
+    assert_eq!(
+        reason_of(&err),
+        Some(crashsafe::InvalidReason::ProcMagicLink)
+    );
+    assert_eq!(fs::read_to_string(&live).unwrap(), "old");
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_bind_mounted_target_is_refused_before_anything_is_written() {
+    let test = "a_bind_mounted_target_is_refused_before_anything_is_written";
+    if skip_unless_root(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let target = dir.path().join("config.yaml");
+    fs::write(&source, "from the host").unwrap();
+    fs::write(&target, "under the mount").unwrap();
+    let status = Command::new("mount")
+        .arg("--bind")
+        .arg(&source)
+        .arg(&target)
+        .stderr(Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        println!("skipped: {test}: cannot bind-mount here");
+        return;
+    }
+    let _unmount = Unmount(target.clone());
+    let err = crashsafe::write(&target, "new").unwrap_err();
+    assert_eq!(
+        reason_of(&err),
+        Some(crashsafe::InvalidReason::MountPoint),
+        "{err}"
+    );
+    assert!(err.to_string().contains("mount its directory"), "{err}");
+    assert_eq!(fs::read_to_string(&source).unwrap(), "from the host");
+    assert!(procs::temps(dir.path()).is_empty());
+}
+
+/// Runs this test binary's `test` as `uid:gid` (no supplementary groups),
+/// in child mode `mode`, with `envs`; returns its reports.
+fn run_as(test: &str, mode: &str, uid: u32, gid: u32, envs: &[(&str, &Path)]) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = procs::child_command(test, mode);
+    cmd.uid(uid).gid(gid);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{test} as {uid}: {stdout}");
+    stdout
+        .lines()
+        .filter_map(procs::parse_report)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether this test binary can be run as `uid:gid` here (it may live
+/// under a directory only root may enter); `Err` says why not.
+fn can_run_as(uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let status = Command::new(std::env::current_exe().unwrap())
+        .arg("--list")
+        .uid(uid)
+        .gid(gid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("the test binary run as {uid} exited with {s}")),
+        Err(e) => Err(format!("cannot run the test binary as {uid}: {e}")),
+    }
+}
+
+/// What a child's replace returned, as a report line.
+fn outcome(result: Result<(), crashsafe::Error>) -> String {
+    match result {
+        Ok(()) => "ok".to_string(),
+        Err(crashsafe::Error::Refused { reason, .. }) => format!("refused {reason:?}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+#[test]
+fn a_write_and_search_only_directory() {
+    let test = "a_write_and_search_only_directory";
+    if let Some(mode) = child_mode() {
+        let dir = std::path::PathBuf::from(child_env("CRASHSAFE_DIR"));
+        let durability = match mode.as_str() {
+            "durable" => crashsafe::Durability::Durable,
+            _ => crashsafe::Durability::Consistent,
+        };
+        let result = Options::new()
+            .durability(durability)
+            .write(dir.join("drop"), "new");
+        procs::report(&outcome(result));
+        return;
+    }
+    if skip_unless_root(test) {
+        return;
+    }
+    if let Err(why) = can_run_as(ATTACKER, ATTACKER) {
+        println!("skipped: {test}: {why}");
+        return;
+    }
+    let dir = shared_tempdir();
+    let inbox = dir.path().join("inbox");
+    fs::create_dir(&inbox).unwrap();
+    fs::write(inbox.join("drop"), "old").unwrap();
+    lchown(&inbox, ATTACKER, ATTACKER);
+    lchown(&inbox.join("drop"), ATTACKER, ATTACKER);
+    fs::set_permissions(&inbox, fs::Permissions::from_mode(0o300)).unwrap();
+    let envs = [("CRASHSAFE_DIR", inbox.as_path())];
+    // Durable needs the directory's fsync, which needs it open for reading.
+    let reports = run_as(test, "durable", ATTACKER, ATTACKER, &envs);
+    assert_eq!(reports, ["refused DirectoryNotReadable"]);
+    assert_eq!(fs::read_to_string(inbox.join("drop")).unwrap(), "old");
+    // Consistent works through an O_PATH directory fd.
+    let reports = run_as(test, "consistent", ATTACKER, ATTACKER, &envs);
+    assert_eq!(reports, ["ok"]);
+    assert_eq!(fs::read_to_string(inbox.join("drop")).unwrap(), "new");
+    assert_eq!(procs::names(&inbox), ["drop"]);
+}

@@ -162,6 +162,8 @@ struct Touch {
     backup: Option<PathBuf>,
     /// The call says the new version is in place.
     published: bool,
+    /// The new version takes the old file's mode (no `Options::mode`).
+    keeps_mode: bool,
 }
 
 /// What the checks after an operation need.
@@ -501,18 +503,32 @@ impl Run {
             Some(Version::File { mode, uid, gid, .. }) => Some((*mode, *uid, *gid)),
             _ => None,
         };
-        let mode = match (opts.mode, kept) {
-            // Created with the mode under the umask; the special bits are
-            // put back after the chown that clears them.
-            (Some(m), _) => m & !w.umask & 0o777 | m & 0o7000,
-            (None, Some((mode, _, _))) => mode,
-            (None, None) => 0o666 & !w.umask,
-        };
         let (uid, gid) = match kept {
             // Only root may give the file to its old owner; a user's
             // `EPERM` is ignored and the file stays the user's.
             Some((_, uid, gid)) if opts.preserve_owner && w.root => (uid, gid),
             _ => (w.uid, w.gid),
+        };
+        let mode = match (opts.mode, kept) {
+            // Created with the mode under the umask; the special bits are
+            // put back after the chown that clears them.
+            (Some(m), _) => m & !w.umask & 0o777 | m & 0o7000,
+            // Never wider than before: set-id bits only for the same
+            // owner/group; another group gets at most what "others" had;
+            // an old file we cannot read may hide an ACL, so no group bits.
+            (None, Some((mut mode, ouid, ogid))) => {
+                if uid != ouid {
+                    mode &= !0o4000;
+                }
+                if gid != ogid {
+                    mode = mode & !0o2070 | (mode & (mode << 3) & 0o070);
+                }
+                if !self.readable(mode_of(&target.kept), ouid, ogid) {
+                    mode &= !0o070;
+                }
+                mode
+            }
+            (None, None) => 0o666 & !w.umask,
         };
         Version::File {
             data: data.to_vec(),
@@ -567,12 +583,35 @@ impl Run {
             new: self.new_version(target, opts, data),
             backup: target.backup.clone(),
             published,
+            keeps_mode: opts.mode.is_none() && target.kept.is_some(),
         }]
     }
 
     /// Checks the volatile view after an operation and moves the model on.
-    fn settle(&mut self, what: &str, begin: Begin, out: Outcome) {
+    fn settle(&mut self, what: &str, begin: Begin, mut out: Outcome) {
         let step = self.step;
+        // An old file that could not be opened (here: an injected EACCES or
+        // EPERM) may hide an ACL, so the new file gets no group bits.
+        let trace = self.sim.trace();
+        for touch in &mut out.touches {
+            let name = touch
+                .landing
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let denied = trace[begin.trace..].iter().any(|t| {
+                t.call == Call::OpenReadAt
+                    && t.injected
+                    && matches!(t.result, Err(1) | Err(13))
+                    && name
+                        .as_deref()
+                        .is_some_and(|n| t.args.ends_with(&format!(", {n}")))
+            });
+            if let (true, true, Version::File { mode, .. }) =
+                (denied, touch.keeps_mode, &mut touch.new)
+            {
+                *mode &= !0o070;
+            }
+        }
         if verbose() {
             eprintln!("step {step}: {what}");
             for call in &self.sim.trace()[begin.trace..] {
@@ -1166,5 +1205,13 @@ pub(super) fn run(data: &[u8]) {
             _ => run.sweep(&mut input),
         }
         ops += 1;
+    }
+}
+
+/// The mode of a kept file version (0 for anything else).
+fn mode_of(version: &Option<Version>) -> u32 {
+    match version {
+        Some(Version::File { mode, .. }) => *mode,
+        _ => 0,
     }
 }

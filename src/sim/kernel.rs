@@ -142,6 +142,9 @@ fn to_stat(fs: &Fs, ino: Ino) -> Stat {
         ino: u64::from(ino),
         // The simulator has no clock: every file looks old to `sweep`.
         mtime: 0,
+        // One filesystem, no mounts.
+        dev: 1,
+        mount_root: false,
     }
 }
 
@@ -248,6 +251,36 @@ impl State {
             ino,
             path: path.display().to_string(),
         })
+    }
+
+    /// `openat(dir, path, O_DIRECTORY)`: a relative path starts at `dir`
+    /// (at `/` without one, as the simulator has no working directory).
+    fn open_dir_at(
+        &mut self,
+        dir: Option<&SimDir>,
+        path: &Path,
+        path_only: bool,
+    ) -> Result<SimDir, Errno> {
+        let bytes = path.as_os_str().as_encoded_bytes();
+        let start = match dir {
+            Some(d) if !bytes.starts_with(b"/") => d.ino,
+            _ => ROOT,
+        };
+        let ino = self.volatile.walk(start, bytes, true, self.cred())?;
+        if !matches!(
+            self.volatile.get(ino).map(|i| &i.node),
+            Some(Node::Dir { .. })
+        ) {
+            return Err(errno::NOTDIR);
+        }
+        if !path_only && !self.volatile.may(ino, Access::Read, self.cred()) {
+            return Err(errno::ACCESS);
+        }
+        let shown = match dir {
+            Some(d) if !bytes.starts_with(b"/") => format!("{}/{}", d.path, path.display()),
+            _ => path.display().to_string(),
+        };
+        Ok(SimDir { ino, path: shown })
     }
 
     fn create_at(
@@ -852,15 +885,15 @@ impl Sys for SimFs {
     /// The simulated filesystem has no extended attributes (`EOPNOTSUPP`,
     /// as on a filesystem mounted without them); copying them is best
     /// effort, so the protocol carries on.
-    fn list_xattrs(&self, path: &Path) -> io::Result<Vec<OsString>> {
+    fn list_xattrs(&self, file: &SimHandle) -> io::Result<Vec<OsString>> {
         let mut st = self.enter();
-        let (index, fault) = st.begin(Call::ListXattrs, path.display().to_string());
+        let (index, fault) = st.begin(Call::ListXattrs, file.name.clone());
         st.finish(index, Err(fault.unwrap_or(errno::NOTSUP)))
     }
 
-    fn get_xattr(&self, path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+    fn get_xattr(&self, file: &SimHandle, name: &OsStr) -> io::Result<Vec<u8>> {
         let mut st = self.enter();
-        let args = format!("{}, {}", path.display(), name.to_string_lossy());
+        let args = format!("{}, {}", file.name, name.to_string_lossy());
         let (index, fault) = st.begin(Call::GetXattr, args);
         st.finish(index, Err(fault.unwrap_or(errno::NOTSUP)))
     }
@@ -910,12 +943,52 @@ impl Sys for SimFs {
         st.finish(index, result)
     }
 
-    fn is_root(&self) -> bool {
-        SimFs::lock(self).config.cred.root
-    }
-
     fn random(&self) -> u64 {
         splitmix(&mut SimFs::lock(self).rng)
+    }
+
+    // issue 11: the kernel's own checks.
+
+    fn stat_dir(&self, dir: &SimDir) -> io::Result<Stat> {
+        let mut st = self.enter();
+        let (index, fault) = st.begin(Call::StatDir, dir.path.clone());
+        let result = match fault {
+            Some(e) => Err(e),
+            None => Ok(to_stat(&st.volatile, dir.ino)),
+        };
+        st.finish(index, result)
+    }
+
+    fn open_dir_at(
+        &self,
+        dir: Option<&SimDir>,
+        path: &Path,
+        path_only: bool,
+    ) -> io::Result<SimDir> {
+        let mut st = self.enter();
+        let shown = match dir {
+            Some(dir) => format!("{}, {}, path_only={path_only}", dir.path, path.display()),
+            None => format!("{}, path_only={path_only}", path.display()),
+        };
+        let (index, fault) = st.begin(Call::OpenDirAt, shown);
+        let result = match fault {
+            Some(e) => Err(e),
+            None => st.open_dir_at(dir, path, path_only),
+        };
+        st.finish(index, result)
+    }
+
+    /// The simulated filesystem is never procfs.
+    fn is_procfs(&self, dir: &SimDir) -> io::Result<bool> {
+        let mut st = self.enter();
+        let (index, fault) = st.begin(Call::IsProcfs, dir.path.clone());
+        st.finish(index, fault.map_or(Ok(false), Err))
+    }
+
+    /// Not traced: no filesystem call.
+    fn euid(&self) -> u32 {
+        let cred = SimFs::lock(self).config.cred;
+        if cred.root { 0 } else { cred.uid }
     }
 }
 

@@ -54,9 +54,9 @@ pub enum Call {
     ReadAt,
     /// `getdents(dir)`.
     ReadDir,
-    /// `llistxattr(path)`.
+    /// `flistxattr(file)`.
     ListXattrs,
-    /// `lgetxattr(path, name)`.
+    /// `fgetxattr(file, name)`.
     GetXattr,
     /// `fsetxattr(file, name, value)`.
     SetXattr,
@@ -66,11 +66,18 @@ pub enum Call {
     CreateUnnamed,
     /// `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)`.
     LinkUnnamed,
+    // issue 11: the kernel's own checks.
+    /// `fstat(dir)`.
+    StatDir,
+    /// `openat(dir, path, O_DIRECTORY)`, `O_RDONLY` or `O_PATH`.
+    OpenDirAt,
+    /// `fstatfs(dir)`: is it procfs.
+    IsProcfs,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 26] = [
+    pub const ALL: [Call; 29] = [
         Call::OpenDir,
         Call::StatAt,
         Call::ReadLinkAt,
@@ -97,6 +104,9 @@ impl Call {
         Call::SyncFs,
         Call::CreateUnnamed,
         Call::LinkUnnamed,
+        Call::StatDir,
+        Call::OpenDirAt,
+        Call::IsProcfs,
     ];
 
     /// The method name, as in the trace.
@@ -128,6 +138,9 @@ impl Call {
             Call::SyncFs => "sync_fs",
             Call::CreateUnnamed => "create_unnamed",
             Call::LinkUnnamed => "link_unnamed",
+            Call::StatDir => "stat_dir",
+            Call::OpenDirAt => "open_dir_at",
+            Call::IsProcfs => "is_procfs",
         }
     }
 

@@ -57,6 +57,11 @@ pub(crate) struct Stat {
     pub(crate) ino: u64,
     /// Last modification time, seconds since the epoch.
     pub(crate) mtime: i64,
+    /// The device the inode lives on (`st_dev`).
+    pub(crate) dev: u64,
+    /// The inode is the root of a mount (`STATX_ATTR_MOUNT_ROOT`): a file
+    /// bind-mounted over the name. Always false where the kernel cannot tell.
+    pub(crate) mount_root: bool,
 }
 
 /// One method per system call the protocol makes.
@@ -74,7 +79,8 @@ pub(crate) trait Sys: Clone {
     /// calls are relative to. Symlinks in `path` are followed.
     fn open_dir(&self, path: &Path) -> io::Result<Self::Dir>;
 
-    /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+    /// `statx(dir, name, AT_SYMLINK_NOFOLLOW)` (`fstatat` where there is no
+    /// `statx`): also says whether the name is a mount point.
     fn stat_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Stat>;
 
     /// `readlinkat(dir, name)`.
@@ -130,7 +136,7 @@ pub(crate) trait Sys: Clone {
     /// `flock(dir, LOCK_EX)`: waits for other holders of the directory lock.
     fn lock_dir(&self, dir: &Self::Dir) -> io::Result<()>;
 
-    /// `openat(dir, name, O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC)`.
+    /// `openat(dir, name, O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY|O_CLOEXEC)`.
     fn open_read_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::File>;
 
     /// `pread(file, buf, offset)`.
@@ -139,11 +145,12 @@ pub(crate) trait Sys: Clone {
     /// `getdents` on a duplicate of `dir`: every name but `.` and `..`.
     fn read_dir(&self, dir: &Self::Dir) -> io::Result<Vec<OsString>>;
 
-    /// `llistxattr(path)`: the names of the extended attributes at `path`.
-    fn list_xattrs(&self, path: &Path) -> io::Result<Vec<OsString>>;
+    /// `flistxattr(file)`: the names of the extended attributes of the open
+    /// file (a second call only when the names do not fit a small buffer).
+    fn list_xattrs(&self, file: &Self::File) -> io::Result<Vec<OsString>>;
 
-    /// `lgetxattr(path, name)`.
-    fn get_xattr(&self, path: &Path, name: &OsStr) -> io::Result<Vec<u8>>;
+    /// `fgetxattr(file, name)`.
+    fn get_xattr(&self, file: &Self::File, name: &OsStr) -> io::Result<Vec<u8>>;
 
     /// `fsetxattr(file, name, value, 0)`. Durable with the file's fsync.
     fn set_xattr(&self, file: &Self::File, name: &OsStr, value: &[u8]) -> io::Result<()>;
@@ -161,10 +168,33 @@ pub(crate) trait Sys: Clone {
     /// gives an unnamed file a name; fails with `EEXIST` if `name` exists.
     fn link_unnamed(&self, file: &Self::File, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
 
-    /// `geteuid() == 0`: decides whether an `EPERM` from `fchown` is expected.
-    fn is_root(&self) -> bool;
-
     /// 64 unpredictable bits for temp names. The real backend draws them
     /// from a randomly keyed hash; the simulator from its seed.
     fn random(&self) -> u64;
+
+    // issue 11: the kernel's own checks, mirrored where the protocol follows
+    // links and opens directories itself.
+
+    /// `fstat(dir)`: the directory's mode (sticky, writable) and owner.
+    fn stat_dir(&self, dir: &Self::Dir) -> io::Result<Stat>;
+
+    /// `openat(dir, path, O_DIRECTORY|O_CLOEXEC)` with `O_RDONLY`, or with
+    /// `O_PATH` when `path_only` (a directory we may search and write but
+    /// not read; such an fd serves every `*at` call but not `fsync`). With
+    /// `dir` `None`, relative to the working directory. Symlinks in `path`
+    /// are followed by the kernel.
+    fn open_dir_at(
+        &self,
+        dir: Option<&Self::Dir>,
+        path: &Path,
+        path_only: bool,
+    ) -> io::Result<Self::Dir>;
+
+    /// `fstatfs(dir)`, reduced to one question: is the directory on
+    /// `procfs` (`f_type == PROC_SUPER_MAGIC`), whose symlinks are magic.
+    fn is_procfs(&self, dir: &Self::Dir) -> io::Result<bool>;
+
+    /// `geteuid()`: whom the kernel's symlink and sticky rules call "the
+    /// caller".
+    fn euid(&self) -> u32;
 }

@@ -44,7 +44,42 @@ fn to_stat(st: &rustix::fs::Stat) -> Stat {
         nlink: st.st_nlink as u64,
         ino: st.st_ino as u64,
         mtime: st.st_mtime as i64,
+        dev: st.st_dev as u64,
+        mount_root: false,
     }
+}
+
+/// `statx` with the attributes the protocol reads, where the kernel has it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn statx_at(dir: &OwnedFd, name: &OsStr) -> rustix::io::Result<Stat> {
+    use rustix::fs::{StatxAttributes, StatxFlags};
+    let want = StatxFlags::TYPE
+        | StatxFlags::MODE
+        | StatxFlags::UID
+        | StatxFlags::GID
+        | StatxFlags::NLINK
+        | StatxFlags::INO
+        | StatxFlags::MTIME;
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+    let st = rustix::fs::statx(dir, name, flags, want)?;
+    let kind = match FileType::from_raw_mode(st.stx_mode.into()) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        _ => Kind::Other,
+    };
+    let root = StatxAttributes::MOUNT_ROOT;
+    Ok(Stat {
+        kind,
+        mode: u32::from(st.stx_mode) & 0o7777,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        nlink: u64::from(st.stx_nlink),
+        ino: st.stx_ino,
+        mtime: st.stx_mtime.tv_sec,
+        dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+        mount_root: st.stx_attributes_mask.contains(root) && st.stx_attributes.contains(root),
+    })
 }
 
 impl Sys for RealSys {
@@ -57,6 +92,13 @@ impl Sys for RealSys {
     }
 
     fn stat_at(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<Stat> {
+        // statx answers "is this a mount point" in the same call; rustix
+        // reports ENOSYS where the kernel (or a seccomp filter) lacks it.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        match statx_at(dir, name) {
+            Err(rustix::io::Errno::NOSYS) => {}
+            result => return result.map_err(err),
+        }
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
         Ok(to_stat(&st))
     }
@@ -148,7 +190,10 @@ impl Sys for RealSys {
     }
 
     fn open_read_at(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        // O_NONBLOCK: a FIFO must not block the open; O_NOCTTY: a terminal
+        // must never become our controlling one.
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err)
     }
 
@@ -168,13 +213,19 @@ impl Sys for RealSys {
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn list_xattrs(&self, path: &Path) -> io::Result<Vec<OsString>> {
-        let len = rustix::fs::llistxattr_query(path).map_err(err)?;
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        let mut list = vec![0u8; len];
-        let len = rustix::fs::llistxattr(path, &mut list[..]).map_err(err)?;
+    fn list_xattrs(&self, file: &OwnedFd) -> io::Result<Vec<OsString>> {
+        // Most files have no attributes or a few short names: one call into
+        // a small buffer; ask for the size only when that is too small.
+        let mut list = vec![0u8; 256];
+        let len = match rustix::fs::flistxattr(file, &mut list[..]) {
+            Ok(len) => len,
+            Err(rustix::io::Errno::RANGE) => {
+                let len = rustix::fs::flistxattr_query(file).map_err(err)?;
+                list = vec![0u8; len];
+                rustix::fs::flistxattr(file, &mut list[..]).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
         Ok(list[..len]
             .split(|&b| b == 0)
             .filter(|n| !n.is_empty())
@@ -183,10 +234,10 @@ impl Sys for RealSys {
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn get_xattr(&self, path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
-        let len = rustix::fs::lgetxattr_query(path, name).map_err(err)?;
+    fn get_xattr(&self, file: &OwnedFd, name: &OsStr) -> io::Result<Vec<u8>> {
+        let len = rustix::fs::fgetxattr_query(file, name).map_err(err)?;
         let mut value = vec![0u8; len];
-        let len = rustix::fs::lgetxattr(path, name, &mut value[..]).map_err(err)?;
+        let len = rustix::fs::fgetxattr(file, name, &mut value[..]).map_err(err)?;
         value.truncate(len);
         Ok(value)
     }
@@ -198,12 +249,12 @@ impl Sys for RealSys {
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn list_xattrs(&self, _: &Path) -> io::Result<Vec<OsString>> {
+    fn list_xattrs(&self, _: &OwnedFd) -> io::Result<Vec<OsString>> {
         Err(err(rustix::io::Errno::NOSYS))
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn get_xattr(&self, _: &Path, _: &OsStr) -> io::Result<Vec<u8>> {
+    fn get_xattr(&self, _: &OwnedFd, _: &OsStr) -> io::Result<Vec<u8>> {
         Err(err(rustix::io::Errno::NOSYS))
     }
 
@@ -255,10 +306,6 @@ impl Sys for RealSys {
         Err(err(rustix::io::Errno::OPNOTSUPP))
     }
 
-    fn is_root(&self) -> bool {
-        rustix::process::geteuid().is_root()
-    }
-
     fn random(&self) -> u64 {
         // A process-wide SipHash key drawn from the OS once, applied to a
         // counter and the clock: unpredictable to other users, no syscall
@@ -272,5 +319,53 @@ impl Sys for RealSys {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         h.write_u128(now.map(|d| d.as_nanos()).unwrap_or(0));
         h.finish()
+    }
+
+    // issue 11: the kernel's own checks, mirrored where the protocol follows
+    // links and opens directories itself.
+
+    fn stat_dir(&self, dir: &OwnedFd) -> io::Result<Stat> {
+        Ok(to_stat(&rustix::fs::fstat(dir).map_err(err)?))
+    }
+
+    fn open_dir_at(
+        &self,
+        dir: Option<&OwnedFd>,
+        path: &Path,
+        path_only: bool,
+    ) -> io::Result<OwnedFd> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let access = if path_only {
+            OFlags::PATH
+        } else {
+            OFlags::RDONLY
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let access = {
+            let _ = path_only;
+            OFlags::RDONLY
+        };
+        let flags = access | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match dir {
+            Some(dir) => rustix::fs::openat(dir, path, flags, Mode::empty()),
+            None => rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty()),
+        }
+        .map_err(err)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn is_procfs(&self, dir: &OwnedFd) -> io::Result<bool> {
+        let st = rustix::fs::fstatfs(dir).map_err(err)?;
+        Ok(st.f_type == rustix::fs::PROC_SUPER_MAGIC)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn is_procfs(&self, _: &OwnedFd) -> io::Result<bool> {
+        // No magic links elsewhere: a `/proc` there holds plain files.
+        Ok(false)
+    }
+
+    fn euid(&self) -> u32 {
+        rustix::process::geteuid().as_raw()
     }
 }

@@ -92,11 +92,11 @@ impl Sys for RealSys {
     fn read_dir(&self, d: &Never) -> io::Result<Vec<OsString>> {
         match *d {}
     }
-    fn list_xattrs(&self, _: &Path) -> io::Result<Vec<OsString>> {
-        unsupported()
+    fn list_xattrs(&self, f: &Never) -> io::Result<Vec<OsString>> {
+        match *f {}
     }
-    fn get_xattr(&self, _: &Path, _: &OsStr) -> io::Result<Vec<u8>> {
-        unsupported()
+    fn get_xattr(&self, f: &Never, _: &OsStr) -> io::Result<Vec<u8>> {
+        match *f {}
     }
     fn set_xattr(&self, f: &Never, _: &OsStr, _: &[u8]) -> io::Result<()> {
         match *f {}
@@ -110,10 +110,21 @@ impl Sys for RealSys {
     fn link_unnamed(&self, f: &Never, _: &Never, _: &OsStr) -> io::Result<()> {
         match *f {}
     }
-    fn is_root(&self) -> bool {
-        false
-    }
     fn random(&self) -> u64 {
+        0
+    }
+
+    // issue 11: the kernel's own checks.
+    fn stat_dir(&self, d: &Never) -> io::Result<Stat> {
+        match *d {}
+    }
+    fn open_dir_at(&self, _: Option<&Never>, _: &Path, _: bool) -> io::Result<Never> {
+        unsupported()
+    }
+    fn is_procfs(&self, d: &Never) -> io::Result<bool> {
+        match *d {}
+    }
+    fn euid(&self) -> u32 {
         0
     }
 }

@@ -18,15 +18,15 @@
 //! the files that are new in the volatile view, and every other file is old
 //! there and in every crash image.
 
-use crate::error::{Error, Step};
+use crate::error::{Error, InvalidReason, Step};
 use crate::options::Durability;
 use crate::sim::check::{
-    Backup, BatchCase, BatchOracle, Case, Reach, Via, Violation, check_batch_volatile,
+    Backup, BatchCase, BatchOracle, Case, Reach, Version, Via, Violation, check_batch_volatile,
     check_images, check_images_from, check_trace, check_volatile, run_batch_case_with,
     run_case_with, version,
 };
 use crate::sim::kernel::Entry;
-use crate::sim::{Broken, Budget, Call, Model, SimFs, errnos};
+use crate::sim::{Broken, Budget, Call, Model, SimFs, TraceEntry, errnos};
 use crate::temp_name::is_temp_name;
 
 const ERRNOS: [i32; 5] = [
@@ -204,15 +204,24 @@ fn prepare(path: &Path, sim: &SimFs) {
     }
 }
 
-/// The step a failure of this call reports; `args` tells the backup's
-/// link and rename (`a~`) from the others.
-fn step_of(call: Call, args: &str) -> Step {
+/// The step a failure of call `nth` reports; its `args` tell the backup's
+/// link and rename (`a~`) from the others, and the old file (a plain name)
+/// from the temp; the calls before it tell `update`'s read of the old file
+/// (after the lock, before any read) from the inspection of it.
+fn step_of(trace: &[TraceEntry], nth: usize) -> Step {
+    let (call, args) = (trace[nth].call, trace[nth].args.as_str());
+    let before = &trace[..nth];
+    let temp = args.contains(".tmp") || args.contains("(unnamed)");
+    let reading = before.iter().any(|t| t.call == Call::LockDir)
+        && !before.iter().any(|t| t.call == Call::ReadAt);
     match call {
         Call::LinkAt | Call::RenameAt if args.contains("a~") => Step::Backup,
-        Call::OpenDir => Step::OpenParent,
-        Call::StatAt => Step::InspectTarget,
+        Call::OpenDir | Call::OpenDirAt => Step::OpenParent,
+        Call::StatAt | Call::StatDir | Call::IsProcfs | Call::ListXattrs => Step::InspectTarget,
+        Call::StatFile if !temp => Step::InspectTarget,
         Call::ReadLinkAt => Step::ResolveSymlink,
         Call::LockDir => Step::Lock,
+        Call::OpenReadAt if !reading => Step::InspectTarget,
         Call::OpenReadAt | Call::ReadAt => Step::ReadTarget,
         Call::CreateAt | Call::CreateUnnamed => Step::CreateTemp,
         Call::WriteAt => Step::Write,
@@ -233,10 +242,27 @@ fn step_of(call: Call, args: &str) -> Step {
 /// Best-effort calls: the temp's lock (only `sweep` relies on it) and the
 /// copy of extended attributes never fail a replace.
 fn best_effort(call: Call) -> bool {
-    matches!(
-        call,
-        Call::Lock | Call::ListXattrs | Call::GetXattr | Call::SetXattr
-    )
+    matches!(call, Call::Lock | Call::GetXattr | Call::SetXattr)
+}
+
+/// An `EACCES` opening a directory: the protocol opens it `O_PATH` instead.
+fn unreadable_dir(call: Call, errno: i32) -> bool {
+    matches!(call, Call::OpenDir | Call::OpenDirAt) && errno == errnos::EACCES
+}
+
+/// Whether call `nth` failing with `errno` is the old file refusing to be
+/// opened for its ACL (not `update`'s read of it).
+fn narrowed_by(trace: &[TraceEntry], nth: usize, errno: i32) -> bool {
+    trace[nth].call == Call::OpenReadAt
+        && errno == errnos::EACCES
+        && step_of(trace, nth) == Step::InspectTarget
+}
+
+/// The expected new version without group bits.
+fn narrow(version: &mut Version) {
+    if let Version::File { mode, .. } = version {
+        *mode &= !0o070;
+    }
 }
 
 /// A failure that is retried (`EINTR` on a write or a read).
@@ -286,8 +312,27 @@ fn run_one(
         "{what}: the fault did not fire: {:#?}",
         sim.trace_lines()
     );
+    let unreadable = unreadable_dir(call, errno);
+    // An old file we may not open may hide an ACL: replaced, no group bits.
+    let narrowed = narrowed_by(&trace, nth, errno);
+    if narrowed {
+        narrow(&mut oracle.expected.new);
+    }
+    // A chown refused even to root (EPERM, or an unmapped id) is best
+    // effort: the file stays root's, keeps the old group (the fallback chown
+    // of the group alone), and loses setuid.
+    let owner_lost = call == Call::SetOwner && errno == errnos::EACCES && !path.case.user;
+    if owner_lost {
+        if let Version::File { mode, uid, .. } = &mut oracle.expected.new {
+            *uid = 0;
+            *mode &= !0o4000;
+        }
+    }
     let tolerated = best_effort(call)
         || retried(call, errno)
+        || narrowed
+        || owner_lost
+        || (unreadable && path.case.durability == Durability::Consistent)
         || (path.case.user && call == Call::SetOwner && errno == errnos::EACCES);
     let temps_now: Vec<_> = ["/d", "/e"]
         .iter()
@@ -301,6 +346,19 @@ fn run_one(
         }
         Err(e) if oracle.expected.refused && call != Call::OpenDir && call != Call::StatAt => {
             return Err(format!("{what}: refused case made call {call}: {e}"));
+        }
+        // A directory we may not read: `O_PATH` serves a Consistent
+        // replace; a Durable one is refused before anything is written.
+        Err(
+            e @ Error::Refused {
+                reason: InvalidReason::DirectoryNotReadable,
+                ..
+            },
+        ) => {
+            ensure!(unreadable && !tolerated, "{what}: {e}");
+            let volatile = version(&sim.lock().volatile, &oracle.expected.path);
+            ensure!(volatile == oracle.expected.old, "{what}: {e}: {volatile}");
+            ensure!(temps_now.is_empty(), "{what}: temps {temps_now:?}");
         }
         Err(e) => {
             ensure!(!tolerated, "{what}: {e}");
@@ -317,7 +375,7 @@ fn run_one(
                 "{what}: the error ({e}) says target_replaced() = {}, but the file is {volatile}",
                 e.target_replaced()
             );
-            let step = step_of(call, &trace[nth].args);
+            let step = step_of(&trace, nth);
             ensure!(e.step() == Some(step), "{what}: {e}");
             ensure!(e.raw_os_error() == Some(errno), "{what}: {e}");
             let replaced = matches!(step, Step::SyncParent | Step::RemoveTempLink);
@@ -635,7 +693,50 @@ fn run_batch_one(
         "{what}: the fault did not fire: {:#?}",
         sim.trace_lines()
     );
-    let tolerated = best_effort(call) || retried(call, errno);
+    let unreadable = unreadable_dir(call, errno);
+    let narrowed = narrowed_by(&trace, nth, errno);
+    let owner_lost = call == Call::SetOwner && errno == errnos::EACCES;
+    let durable = path.case.durability == Durability::Durable;
+    // The file the faulty call concerns: `/d, a` or `.a.*.tmp, ...`.
+    let args = &trace[nth].args;
+    let name = match args.split_once(", ") {
+        Some((_, rest)) if call == Call::OpenReadAt => rest.to_string(),
+        _ => args
+            .trim_start_matches('.')
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    };
+    // Unnamed temps look alike: the k-th chown is the k-th existing file's.
+    let kth = trace[..nth]
+        .iter()
+        .filter(|t| t.call == Call::SetOwner)
+        .count();
+    let by_order = (call == Call::SetOwner && name.is_empty() || name.starts_with('('))
+        .then(|| path.case.files.iter().filter(|f| f.1).nth(kth))
+        .flatten()
+        .map(|f| f.0.rsplit('/').next().unwrap_or("").to_string());
+    let name = by_order.unwrap_or(name);
+    for (file, _, new) in &mut oracle.files {
+        if file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy() == name)
+        {
+            if narrowed {
+                narrow(new);
+            }
+            if let (true, Version::File { mode, uid, .. }) = (owner_lost, new) {
+                *uid = 0;
+                *mode &= !0o4000;
+            }
+        }
+    }
+    let tolerated = best_effort(call)
+        || retried(call, errno)
+        || narrowed
+        || owner_lost
+        || (unreadable && !durable);
     match &result {
         Ok(()) => ensure!(tolerated, "{what}: succeeded"),
         Err(e) => {
@@ -650,9 +751,21 @@ fn run_batch_one(
                 }
                 _ => ensure!(!in_commit, "{what}: not a batch error: {e}"),
             }
-            let step = step_of(call, &trace[nth].args);
-            ensure!(e.step() == Some(step), "{what}: {e}");
-            ensure!(e.raw_os_error() == Some(errno), "{what}: {e}");
+            let refused = matches!(
+                e,
+                Error::Refused {
+                    reason: InvalidReason::DirectoryNotReadable,
+                    ..
+                }
+            );
+            let step = if refused && unreadable && durable {
+                Step::OpenParent
+            } else {
+                let step = step_of(&trace, nth);
+                ensure!(e.step() == Some(step), "{what}: {e}");
+                ensure!(e.raw_os_error() == Some(errno), "{what}: {e}");
+                step
+            };
             ensure!(
                 e.target_replaced() == (step == Step::SyncParent),
                 "{what}: {e}"
@@ -801,7 +914,9 @@ fn o_tmpfile_unsupported_falls_back_and_a_real_failure_is_an_error() {
         });
         result.unwrap_or_else(|e| panic!("errno {errno}: {e}"));
         let trace = sim.trace_lines();
-        assert!(trace[3].starts_with("create_at(/d, .a.*.tmp"), "{trace:#?}");
+        let unnamed = trace.iter().position(|l| l.starts_with("create_unnamed"));
+        let next = &trace[unnamed.expect("O_TMPFILE tried first") + 1];
+        assert!(next.starts_with("create_at(/d, .a.*.tmp"), "{trace:#?}");
         assert!(!trace.iter().any(|l| l.starts_with("link_unnamed")));
         assert_eq!(version(&sim.lock().volatile, &expected.path), expected.new);
     }

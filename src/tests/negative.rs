@@ -54,7 +54,7 @@ const EXPECTED: &[Expectation] = &[
     (Broken::NoDirSync, KILL, None),
     // New data under the temp's 0600 root:root: the chown/chmod after the
     // fsync had not reached the disk when the rename did.
-    (Broken::ModeAfterSync, CONSERVATIVE, Some(("present file Durable 0B", "after #9 rename_at", "mode 0o600 owner 0:0"))),
+    (Broken::ModeAfterSync, CONSERVATIVE, Some(("present file Durable 0B", "after #13 rename_at", "mode 0o600 owner 0:0"))),
     // ext4 journals metadata in program order and the chmod precedes the
     // rename: invisible there, which is why the conservative model exists.
     (Broken::ModeAfterSync, EXT4, None),
@@ -213,7 +213,7 @@ fn a_dir_fsync_error_that_looks_like_an_early_failure_is_caught_by_the_fault_tie
     // compares the error's claim with the volatile view.
     let path = super::faults::broken_path(Broken::DirSyncErrorLooksEarly);
     let err = super::faults::run_path(&path).expect_err("the fault tier must catch it");
-    assert!(err.contains("#12 sync_dir fails with 5:"), "{err}");
+    assert!(err.contains("#16 sync_dir fails with 5:"), "{err}");
     assert!(
         err.contains("says target_replaced() = false, but the file is file of 1300 bytes"),
         "{err}"
@@ -229,7 +229,7 @@ fn a_dir_fsync_error_that_looks_like_an_early_failure_is_caught_by_the_fault_tie
     let report = check_images(&sim, &oracle, KILL, &Budget::default());
     let v = report.first.expect("caught in the images");
     // The final point: the failed sync_dir added no effect.
-    assert_eq!(v.point, "after #10 rename_at", "{v}");
+    assert_eq!(v.point, "after #14 rename_at", "{v}");
     assert!(
         v.message.contains("after an early error /d/a is not old"),
         "{v}"

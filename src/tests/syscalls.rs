@@ -14,7 +14,13 @@
 //! - `fstat` of the temp (existing file only), then `fchown` only when the
 //!   owner differs (root replacing another user's file) and `fchmod` only
 //!   when the mode differs (the temp starts 0600);
-//! - `llistxattr` (existing file only): keep `user.*`/`security.*` xattrs.
+//! - (existing file only) `openat` of the old file with `O_NOFOLLOW`, its
+//!   `fstat` (the same inode `fstatat` saw?), one `flistxattr` (ACL to
+//!   carry, `user.*`/`security.*` to copy; an `fgetxattr` per attribute
+//!   kept) and its `close`: attributes come from the inspected inode;
+//! - `fstat` of the directory only when the file is not the caller's
+//!   (sticky-directory rule), `fstatfs` and maybe `fstat` of the directory
+//!   per symlink followed; `geteuid` is not traced (no filesystem call).
 
 use crate::options::{Durability, Options};
 use crate::sim::{Call, SimFs};
@@ -45,15 +51,17 @@ fn count(path: &str, opts: &Options) -> (usize, usize) {
 
 #[test]
 fn replace_of_an_existing_file() {
-    // Your own 0644 file: fstat, fchmod (0600 -> 0644), no fchown.
-    // 12 traced + close(dir) = 13 real calls, 2 syncs.
-    assert_eq!(count("/d/old", &Options::new()), (12, 2));
+    // Your own 0644 file: the old file opened, fstat'ed and listed, then
+    // fstat of the temp, fchmod (0600 -> 0644), no fchown, no fstat of
+    // the directory (your own file cannot be a planted one).
+    // 15 traced + close(dir) = 16 real calls, 2 syncs.
+    assert_eq!(count("/d/old", &Options::new()), (15, 2));
 }
 
 #[test]
 fn replace_of_a_private_file_needs_neither_chown_nor_chmod() {
     // The temp already is 0600 and yours: the fstat shows it.
-    assert_eq!(count("/d/secret", &Options::new()), (11, 2));
+    assert_eq!(count("/d/secret", &Options::new()), (14, 2));
 }
 
 #[test]
@@ -61,7 +69,8 @@ fn root_replacing_another_users_file_adds_the_chown() {
     let sim = sim();
     sim.set_identity(0, 0, true);
     sim.write("/d/old", &[7u8; 4096], &Options::new()).unwrap();
-    assert_eq!(sim.trace().len(), 13);
+    // Plus the directory's fstat: a file that is not yours may be planted.
+    assert_eq!(sim.trace().len(), 17);
 }
 
 #[test]
@@ -74,21 +83,22 @@ fn new_file() {
 fn without_the_optional_extras() {
     let mut opts = Options::new();
     opts.preserve_xattrs(false);
-    assert_eq!(count("/d/old", &opts), (11, 2));
+    // The old file is still opened and listed: an ACL is part of the mode.
+    assert_eq!(count("/d/old", &opts), (15, 2));
 }
 
 #[test]
 fn consistent_skips_one_sync() {
     let mut opts = Options::new();
     opts.durability(Durability::Consistent);
-    assert_eq!(count("/d/old", &opts), (11, 1));
+    assert_eq!(count("/d/old", &opts), (14, 1));
 }
 
 #[test]
 fn unnamed_temp_costs_one_link() {
     let mut opts = Options::new();
     opts.unnamed_temp(true);
-    assert_eq!(count("/d/old", &opts), (13, 2));
+    assert_eq!(count("/d/old", &opts), (16, 2));
 }
 
 #[test]
@@ -108,4 +118,70 @@ fn batch_of_files_in_one_directory() {
         (of(Call::SyncFs), of(Call::SyncDir), of(Call::SyncFile)),
         (1, 1, 0)
     );
+}
+
+// issue 11: the sticky-directory rule costs the common case nothing, and
+// refuses a planted file before anything is created.
+
+/// `/t` is a `/tmp` look-alike (sticky, world-writable, root's) holding
+/// the caller's own file, one of uid 2001, and a link of 2001's.
+fn sticky_sim() -> SimFs {
+    let sim = SimFs::new(1);
+    sim.mkdir("/t", 0o1777).unwrap();
+    sim.put_file("/t/mine", b"old", 0o644, 1000, 1000).unwrap();
+    sim.put_file("/t/planted", b"old", 0o666, 2001, 2001)
+        .unwrap();
+    sim.put_file("/victim", b"old", 0o644, 1000, 1000).unwrap();
+    sim.set_identity(2001, 2001, false);
+    sim.symlink("/t/link", "/victim").unwrap();
+    sim.set_identity(1000, 1000, false);
+    sim
+}
+
+#[test]
+fn own_file_in_a_sticky_dir_costs_no_extra_call() {
+    let sim = sticky_sim();
+    sim.write("/t/mine", &[7u8; 4096], &Options::new()).unwrap();
+    assert_eq!(sim.trace().len(), 15);
+    assert!(!sim.trace().iter().any(|t| t.call == Call::StatDir));
+}
+
+#[test]
+fn a_planted_file_in_a_sticky_dir_is_refused_before_any_create() {
+    let sim = sticky_sim();
+    let err = sim
+        .write("/t/planted", &[7u8; 4096], &Options::new())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::Error::Refused {
+                reason: crate::InvalidReason::ForeignFileInStickyDir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // open_dir, stat_at, stat_dir: nothing created.
+    let calls: Vec<Call> = sim.trace().iter().map(|t| t.call).collect();
+    assert_eq!(calls, [Call::OpenDir, Call::StatAt, Call::StatDir]);
+    assert_eq!(sim.read_file("/t/planted").unwrap(), b"old");
+}
+
+#[test]
+fn a_foreign_link_in_a_sticky_dir_is_not_followed() {
+    let sim = sticky_sim();
+    let err = sim.write("/t/link", b"new", &Options::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::Error::Refused {
+                reason: crate::InvalidReason::ForeignSymlinkInStickyDir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!sim.trace().iter().any(|t| t.call == Call::ReadLinkAt));
+    assert_eq!(sim.read_file("/victim").unwrap(), b"old");
 }

@@ -1,0 +1,304 @@
+//! Permissions never widen (issue 11): whoever could not read or write the
+//! old file cannot read or write the new one.
+//!
+//! - a POSIX ACL is carried over, and where it cannot be, the group bits
+//!   (which are the ACL's mask) are dropped rather than granted;
+//! - a group that cannot be kept keeps no more than "others" had;
+//! - an owner that cannot be kept, even by root in a user namespace
+//!   (`EINVAL`), is best effort, with the same narrowing;
+//! - extended attributes come from the file that was inspected, not from
+//!   whatever is at the old path at commit time.
+//!
+//! ACLs are written as the raw `system.posix_acl_access` xattr, so no
+//! `acl` package is needed.
+#![cfg(target_os = "linux")]
+
+mod procs;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crashsafe::{AtomicFile, Options};
+use procs::{child_env, child_mode};
+
+const ACL: &str = "system.posix_acl_access";
+const USER: u32 = 2001;
+const OTHER_USER: u32 = 2002;
+const FOREIGN_GROUP: u32 = 2200;
+const USERS_GROUP: u32 = 100;
+
+/// The raw ACL xattr: version 2, then (tag, perm, id) entries sorted by tag.
+fn acl_bytes(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+const NO_ID: u32 = u32::MAX;
+
+/// `user::rw-, user:2002:rw-, group::---, mask::rw-, other::---`: the file
+/// of the issue, mode 0660 on disk (the group bits are the mask).
+fn named_user_acl() -> Vec<u8> {
+    acl_bytes(&[
+        (0x01, 6, NO_ID),
+        (0x02, 6, OTHER_USER),
+        (0x04, 0, NO_ID),
+        (0x10, 6, NO_ID),
+        (0x20, 0, NO_ID),
+    ])
+}
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::getxattr(path, name, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Sets an xattr, or says why the filesystem cannot hold it.
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
+    rustix::fs::setxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .map_err(|e| format!("cannot set {name} here: {e}"))
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn owner_of(path: &Path) -> (u32, u32) {
+    let m = fs::metadata(path).unwrap();
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn an_acl_is_carried_over() {
+    let test = "an_acl_is_carried_over";
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("shared");
+    fs::write(&target, "old").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    if let Err(why) = set_xattr(&target, ACL, &named_user_acl()) {
+        println!("skipped: {test}: {why}");
+        return;
+    }
+    assert_eq!(mode_of(&target), 0o660, "the mask shows as the group bits");
+    crashsafe::write(&target, "new").unwrap();
+    assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+    assert_eq!(
+        get_xattr(&target, ACL),
+        Some(named_user_acl()),
+        "the ACL was not carried over (mode now {:o})",
+        mode_of(&target)
+    );
+    assert_eq!(mode_of(&target), 0o660);
+}
+
+#[test]
+fn an_explicit_mode_replaces_the_acl() {
+    let test = "an_explicit_mode_replaces_the_acl";
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("shared");
+    fs::write(&target, "old").unwrap();
+    if let Err(why) = set_xattr(&target, ACL, &named_user_acl()) {
+        println!("skipped: {test}: {why}");
+        return;
+    }
+    Options::new().mode(0o600).write(&target, "new").unwrap();
+    assert_eq!(get_xattr(&target, ACL), None);
+    assert_eq!(mode_of(&target) & 0o077, 0);
+}
+
+/// Runs this test binary's `test` as `uid:gid` with no supplementary
+/// groups, in child mode `mode`; returns its reports.
+fn run_as(test: &str, mode: &str, uid: u32, gid: u32, dir: &Path) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = procs::child_command(test, mode);
+    cmd.uid(uid).gid(gid).env("CRASHSAFE_DIR", dir);
+    reports_of(cmd)
+}
+
+fn reports_of(mut cmd: Command) -> Vec<String> {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{cmd:?}: {stdout}");
+    stdout
+        .lines()
+        .filter_map(procs::parse_report)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The child's side: replace `$CRASHSAFE_DIR/t` and report the outcome.
+fn child_write() {
+    let dir = PathBuf::from(child_env("CRASHSAFE_DIR"));
+    let result = crashsafe::write(dir.join("t"), "new");
+    procs::report(&match result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error {e}: {:?}", std::error::Error::source(&e)),
+    });
+}
+
+/// Whether this test binary can be run as `uid:gid` here (it may live
+/// under a directory only root may enter); `Err` says why not.
+fn can_run_as(uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let status = Command::new(std::env::current_exe().unwrap())
+        .arg("--list")
+        .uid(uid)
+        .gid(gid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("the test binary run as {uid} exited with {s}")),
+        Err(e) => Err(format!("cannot run the test binary as {uid}: {e}")),
+    }
+}
+
+/// A directory the test user owns, in a tempdir others may enter.
+fn users_dir(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !procs::is_root() {
+        println!("skipped: {test}: needs root to act as other users");
+        return None;
+    }
+    if let Err(why) = can_run_as(USER, USERS_GROUP) {
+        println!("skipped: {test}: {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(USER), Some(USERS_GROUP)).unwrap();
+    Some((dir, home))
+}
+
+#[test]
+fn a_group_that_cannot_be_kept_gets_no_more_than_others() {
+    let test = "a_group_that_cannot_be_kept_gets_no_more_than_others";
+    if child_mode().is_some() {
+        return child_write();
+    }
+    let Some((_dir, home)) = users_dir(test) else {
+        return;
+    };
+    let target = home.join("t");
+    fs::write(&target, "old").unwrap();
+    std::os::unix::fs::chown(&target, Some(USER), Some(FOREIGN_GROUP)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    // 2001, primary group 100, not in 2200: the chown to 2200 fails.
+    assert_eq!(run_as(test, "write", USER, USERS_GROUP, &home), ["ok"]);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+    assert_eq!(owner_of(&target), (USER, USERS_GROUP));
+    // Group 2200 could read (4), others could read (4): group 100 may read.
+    assert_eq!(mode_of(&target), 0o644);
+
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&target, Some(USER), Some(FOREIGN_GROUP)).unwrap();
+    assert_eq!(run_as(test, "write", USER, USERS_GROUP, &home), ["ok"]);
+    assert_eq!(owner_of(&target), (USER, USERS_GROUP));
+    // Others could not read: neither may group 100 (it was 0640 2001:100).
+    assert_eq!(mode_of(&target), 0o600);
+}
+
+#[test]
+fn an_acl_that_cannot_be_kept_drops_the_group_bits() {
+    let test = "an_acl_that_cannot_be_kept_drops_the_group_bits";
+    if child_mode().is_some() {
+        return child_write();
+    }
+    let Some((_dir, home)) = users_dir(test) else {
+        return;
+    };
+    let target = home.join("t");
+    fs::write(&target, "old").unwrap();
+    std::os::unix::fs::chown(&target, Some(USER), Some(FOREIGN_GROUP)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    if let Err(why) = set_xattr(&target, ACL, &named_user_acl()) {
+        println!("skipped: {test}: {why}");
+        return;
+    }
+    // The group cannot be kept, so the ACL (whose `group::` entry would
+    // apply to the new group) is not copied; its mask must not become
+    // group 100's permissions.
+    assert_eq!(run_as(test, "write", USER, USERS_GROUP, &home), ["ok"]);
+    assert_eq!(owner_of(&target), (USER, USERS_GROUP));
+    assert_eq!(get_xattr(&target, ACL), None);
+    assert_eq!(mode_of(&target), 0o600);
+}
+
+#[test]
+fn an_unmapped_owner_in_a_user_namespace_is_best_effort() {
+    let test = "an_unmapped_owner_in_a_user_namespace_is_best_effort";
+    if child_mode().is_some() {
+        return child_write();
+    }
+    let Some((_dir, home)) = users_dir(test) else {
+        return;
+    };
+    let probe = Command::new("unshare").args(["-U", "-r", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!("skipped: {test}: unshare -U -r does not work here");
+        return;
+    }
+    // Root's own directory; the file belongs to 2001, who has no mapping
+    // in the namespace, so fchown to 2001 fails with EINVAL there.
+    std::os::unix::fs::chown(&home, Some(0), Some(0)).unwrap();
+    let target = home.join("t");
+    fs::write(&target, "old").unwrap();
+    std::os::unix::fs::chown(&target, Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-U", "-r"])
+        .arg(std::env::current_exe().unwrap())
+        .args(procs::child_args(test))
+        .env(procs::CHILD_ENV, "userns")
+        .env("CRASHSAFE_DIR", &home)
+        .stdin(std::process::Stdio::null());
+    assert_eq!(reports_of(cmd), ["ok"]);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+    assert_eq!(owner_of(&target), (0, 0));
+    // The group (2001) was not kept, and others could not read.
+    assert_eq!(mode_of(&target), 0o600);
+}
+
+#[test]
+fn attributes_come_from_the_file_that_was_inspected() {
+    let test = "attributes_come_from_the_file_that_was_inspected";
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("d");
+    fs::create_dir(&dir).unwrap();
+    let target = dir.join("t");
+    fs::write(&target, "old").unwrap();
+    if let Err(why) = set_xattr(&target, "user.private", b"mine") {
+        println!("skipped: {test}: {why}");
+        return;
+    }
+    let mut file = AtomicFile::create(&target).unwrap();
+    file.write_all(b"new").unwrap();
+    // Meanwhile the directory moves away and another file takes its path.
+    let moved = top.path().join("moved");
+    fs::rename(&dir, &moved).unwrap();
+    fs::create_dir(&dir).unwrap();
+    fs::write(&target, "planted").unwrap();
+    set_xattr(&target, "user.private", b"planted").unwrap();
+    set_xattr(&target, "user.extra", b"planted").unwrap();
+    file.commit().unwrap();
+    // The replace happened in the directory it opened (now `moved`).
+    let result = moved.join("t");
+    assert_eq!(fs::read_to_string(&result).unwrap(), "new");
+    assert_eq!(
+        get_xattr(&result, "user.private").as_deref(),
+        Some(&b"mine"[..])
+    );
+    assert_eq!(get_xattr(&result, "user.extra"), None);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "planted");
+}
