@@ -6,14 +6,16 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crashsafe::{AtomicFile, Durability, Options};
 
-/// How much of standard input is held in memory at a time.
-const CHUNK_LEN: usize = 64 * 1024;
+#[path = "crashsafe/stream.rs"]
+mod stream;
+
+use stream::{Ended, Progress, Signals, Stop};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -97,7 +99,9 @@ fn main() -> ExitCode {
     match run(std::env::args_os().skip(1).collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("crashsafe: {failure}");
+            // Not `eprintln!`, which panics when stderr is a closed pipe:
+            // the status must still be the one below.
+            let _ = writeln!(io::stderr(), "crashsafe: {failure}");
             ExitCode::from(failure.status)
         }
     }
@@ -124,6 +128,14 @@ impl Failure {
         Failure {
             message: format!("{} (see 'crashsafe --help')", message.into()),
             status: 2,
+        }
+    }
+
+    /// Exit with `status` (a producer's status, or 128 + a signal).
+    fn with_status(message: impl Into<String>, status: u8) -> Failure {
+        Failure {
+            message: message.into(),
+            status,
         }
     }
 
@@ -203,6 +215,9 @@ struct WriteArgs {
     consistent: bool,
     backup: bool,
     nonempty: bool,
+    /// The producer command and its arguments (after `FILE --`); empty
+    /// means standard input is the content.
+    command: Vec<OsString>,
 }
 
 /// True for an argument that looks like an option: `-x` or `--x`, not `-`.
@@ -214,13 +229,23 @@ fn is_option(arg: &OsStr) -> bool {
 fn parse_write(args: Vec<OsString>) -> Result<Parsed<WriteArgs>, Failure> {
     let mut w = WriteArgs::default();
     let mut files = Vec::new();
+    let mut options_ended = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        if arg == "--" {
-            files.extend(args.by_ref());
+        // `--` after FILE starts the producer command; before FILE it ends
+        // the options, so `write -- --x` still names a file `--x`.
+        if arg == "--" && !files.is_empty() {
+            w.command.extend(args.by_ref());
+            if w.command.is_empty() {
+                return Err(Failure::usage("missing command after 'FILE --'"));
+            }
             break;
         }
-        if !is_option(&arg) {
+        if arg == "--" && !options_ended {
+            options_ended = true;
+            continue;
+        }
+        if options_ended || !is_option(&arg) {
             files.push(arg);
             continue;
         }
@@ -334,20 +359,35 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
     if w.backup {
         opts.backup(true);
     }
+    let signals = Signals::install()
+        .map_err(|e| Failure::failed(format!("cannot install signal handlers: {e}")))?;
+    // The temp is created before a producer runs: a target that cannot be
+    // written fails here, before the producer does anything.
     let mut file = opts.open(&w.file).map_err(|e| Failure::from_error(&e))?;
-    let total = match copy(&mut io::stdin().lock(), &mut file) {
+    let mut progress = Progress::new();
+    let result = if w.command.is_empty() {
+        let copied = stream::copy(&mut io::stdin().lock(), &mut file, &signals, &mut progress);
+        progress.finish();
+        copied.map_err(|stop| stop_message(&w.file, "stdin", stop))
+    } else {
+        produce(w, &mut file, &signals, &mut progress)
+    };
+    let total = match result {
         Ok(total) => total,
-        Err(Copy::Read(e)) => return Err(read_failure(&w.file, &e, file.discard().err())),
-        Err(Copy::Write(e)) => {
-            // The temp's own cleanup error, if any, is less important than
-            // the write error, which already says whether a temp was left.
-            let _ = file.discard();
-            return Err(write_failure(&w.file, &e));
-        }
+        Err(failure) => return Err(discarded(failure, file)),
+    };
+    let file = match signals.caught() {
+        Some(signal) => return Err(interrupted(signal, file)),
+        None => file,
     };
     if total == 0 && w.nonempty {
+        let source = if w.command.is_empty() {
+            "standard input was empty".to_owned()
+        } else {
+            format!("'{}' printed nothing", stream::command_name(&w.command))
+        };
         let mut message = format!(
-            "standard input was empty; refusing to replace {} (--nonempty)",
+            "{source}; refusing to replace {} (--nonempty)",
             w.file.display()
         );
         if let Err(e) = file.discard() {
@@ -355,51 +395,136 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
         }
         return Err(Failure::failed(message));
     }
-    file.commit().map_err(|e| Failure::from_error(&e))
+    // A signal from here on waits until the rename and fsyncs are done: the
+    // replace is atomic, stopping it half-way would gain nothing.
+    file.commit().map_err(|e| Failure::from_error(&e))?;
+    match signals.caught() {
+        Some(signal) => Err(Failure::with_status(
+            format!(
+                "interrupted by {} after the replace had begun; {} holds the new content",
+                stream::signal_name(signal),
+                w.file.display()
+            ),
+            stream::signal_status(signal),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Runs the producer command with its stdout streamed into `file`. `Ok`
+/// only if its output was read to the end and it exited with status 0.
+fn produce(
+    w: &WriteArgs,
+    file: &mut AtomicFile,
+    signals: &Signals,
+    progress: &mut Progress,
+) -> Result<u64, Failure> {
+    let name = stream::command_name(&w.command);
+    let mut child = std::process::Command::new(&w.command[0])
+        .args(&w.command[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            // The shell's statuses: 127 not found, 126 found but not runnable.
+            let status = if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            Failure::with_status(
+                format!(
+                    "cannot run '{name}': {e}; nothing was replaced in {}",
+                    w.file.display()
+                ),
+                status,
+            )
+        })?;
+    let copied = match child.stdout.take() {
+        Some(mut out) => stream::copy(&mut out, file, signals, progress),
+        None => Ok(0),
+    };
+    progress.finish();
+    let total = match copied {
+        Ok(total) => total,
+        Err(stop) => {
+            // Stop the producer: with the signal crashsafe got, or SIGTERM
+            // when crashsafe itself failed.
+            let signal = match stop {
+                Stop::Signal(signal) => signal,
+                Stop::Read(_) | Stop::Write(_) => signal_hook::consts::SIGTERM,
+            };
+            stream::stop(&mut child, signal);
+            return Err(stop_message(&w.file, &name, stop));
+        }
+    };
+    let status = match stream::wait(&mut child, signals) {
+        Ok(Ended::Exited(status)) => status,
+        Ok(Ended::Signal(signal)) => return Err(interrupted_message(signal)),
+        Err(e) => {
+            stream::stop(&mut child, signal_hook::consts::SIGTERM);
+            return Err(Failure::failed(format!(
+                "cannot wait for '{name}': {e}; nothing was replaced"
+            )));
+        }
+    };
+    if status.success() {
+        return Ok(total);
+    }
+    let how = match std::os::unix::process::ExitStatusExt::signal(&status) {
+        Some(signal) => format!("was killed by {}", stream::signal_name(signal)),
+        None => format!("exited with status {}", status.code().unwrap_or(-1)),
+    };
+    Err(Failure::with_status(
+        format!(
+            "'{name}' {how}; nothing was replaced in {}",
+            w.file.display()
+        ),
+        stream::status_code(status),
+    ))
+}
+
+/// Removes the temp after a failure and adds to the message if that failed.
+fn discarded(mut failure: Failure, file: AtomicFile) -> Failure {
+    if let Some(left) = file.discard().err().as_ref().and_then(|c| c.temp_left()) {
+        failure.message.push_str(&format!(
+            " (temporary file {} was left behind)",
+            left.display()
+        ));
+    }
+    failure
+}
+
+/// A signal arrived before the commit: remove the temp, exit 128 + n.
+fn interrupted(signal: i32, file: AtomicFile) -> Failure {
+    discarded(interrupted_message(signal), file)
+}
+
+fn interrupted_message(signal: i32) -> Failure {
+    Failure::with_status(
+        format!(
+            "interrupted by {}; nothing was replaced",
+            stream::signal_name(signal)
+        ),
+        stream::signal_status(signal),
+    )
+}
+
+fn stop_message(target: &Path, source: &str, stop: Stop) -> Failure {
+    match stop {
+        Stop::Signal(signal) => interrupted_message(signal),
+        Stop::Read(e) => Failure::failed(format!(
+            "failed to read {source} for {}: {}; nothing was replaced",
+            target.display(),
+            chain(&e)
+        )),
+        Stop::Write(e) => write_failure(target, &e),
+    }
 }
 
 /// `crashsafe sweep DIR`: prints how many stale temps were removed.
 fn sweep(dir: &Path) -> Result<(), Failure> {
     let removed = crashsafe::sweep(dir).map_err(|e| Failure::failed(chain(&e)))?;
     print(&format!("{removed}\n"))
-}
-
-/// Where a copy from stdin into the temp failed.
-#[derive(Debug)]
-enum Copy {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-/// Streams `input` into `file` in fixed-size chunks until a clean end of input.
-fn copy(input: &mut impl Read, file: &mut AtomicFile) -> Result<u64, Copy> {
-    let mut buf = vec![0; CHUNK_LEN];
-    let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Copy::Read(e)),
-        };
-        file.write_all(&buf[..n]).map_err(Copy::Write)?;
-        total += n as u64;
-    }
-}
-
-fn read_failure(file: &Path, e: &io::Error, cleanup: Option<crashsafe::Error>) -> Failure {
-    let mut message = format!(
-        "failed to read stdin for {}: {}; nothing was replaced",
-        file.display(),
-        chain(e)
-    );
-    if let Some(left) = cleanup.as_ref().and_then(|c| c.temp_left()) {
-        message.push_str(&format!(
-            " (temporary file {} was left behind)",
-            left.display()
-        ));
-    }
-    Failure::failed(message)
 }
 
 /// A write into the temp failed; the library's error inside names the step.
