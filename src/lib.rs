@@ -112,6 +112,8 @@ mod target;
 mod temp_name;
 #[cfg(all(test, unix))]
 mod tests;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::path::Path;
 

@@ -24,6 +24,9 @@ crashsafe - replace files atomically and durably
 
 Usage:
   crashsafe write [OPTIONS] FILE   replace FILE with standard input
+  crashsafe write [OPTIONS] FILE -- CMD [ARGS...]
+                                   replace FILE with CMD's output, only if
+                                   CMD exits with status 0
   crashsafe sweep DIR              remove stale temporary files left in DIR
   crashsafe --help | --version
 
@@ -35,25 +38,40 @@ content, never a torn or empty mix. FILE keeps its mode and owner.
 Run 'crashsafe write --help' for the write options.
 
 Examples:
+  crashsafe write cfg.json -- jq '.retries = 5' cfg.json
   jq '.retries = 5' cfg.json | crashsafe write cfg.json
   sort -u list.txt | crashsafe write --nonempty list.txt
   render-config | crashsafe write --mode 600 /etc/app/secret.conf
   crashsafe sweep /etc/app
 
 Exit status: 0 on success, 1 when the operation failed (one line on stderr
-names the step and the path), 2 for a usage error.
+names the step and the path), 2 for a usage error, 128+n after signal n.
+With a producer command: its status when it failed.
 ";
 
 const WRITE_HELP: &str = "\
 crashsafe write - replace FILE with standard input, atomically and durably
 
 Usage: crashsafe write [OPTIONS] [--] FILE
+       crashsafe write [OPTIONS] [--] FILE -- CMD [ARGS...]
 
 Standard input is streamed (constant memory, any size) into a temporary file
 beside FILE. FILE is replaced only after the input reached its end without a
 read error; until then it is left alone. Because the input is read to the end
 first, FILE may also be the input of the command that feeds it:
   jq '.x = 1' cfg.json | crashsafe write cfg.json
+
+With '-- CMD [ARGS...]' after FILE, crashsafe runs CMD itself (standard input
+and standard error passed through) and streams its standard output into the
+temporary file. FILE is replaced only if CMD's output was read to its end and
+CMD exited with status 0. If CMD fails or is killed, nothing is replaced and
+crashsafe exits with CMD's status (128+n for signal n). Prefer this to a
+pipe: a pipe's reader cannot see its writer's exit status.
+  crashsafe write cfg.json -- jq '.x = 1' cfg.json
+
+SIGINT, SIGTERM, SIGHUP or SIGPIPE before the rename removes the temporary
+file, passes the signal on to CMD, and exits with 128+n. On a terminal, long
+writes show the bytes written and the rate on standard error.
 
 Options:
       --mode OCTAL   permission bits of the result (e.g. 644); the umask
@@ -67,19 +85,21 @@ Options:
       --backup       keep the previous content of FILE as FILE~
       --nonempty     refuse to replace FILE when standard input is empty
   -h, --help         show this help
-      --             end of options (a FILE named '-' is just a file)
+      --             before FILE: end of options (a FILE named '-' is just
+                     a file); after FILE: the producer command follows
 
-Pitfall: a failing upstream command usually shows up as EMPTY input, not as
-an error, and 'set -o pipefail' only reports the failure after crashsafe has
-already replaced FILE. In
+Pitfall of the pipe form: a failing upstream command shows up as empty or
+truncated input, not as an error, and 'set -o pipefail' only reports the
+failure after crashsafe has already replaced FILE. In
   broken-generator | crashsafe write cfg.json
-cfg.json would become empty. The same happens when stdin is closed ('<&-'):
-it reads as empty. Pass --nonempty whenever empty output can only mean a
-failure; or keep the output in a variable or file first and check the
-command's exit status before running crashsafe.
+cfg.json would become empty (or half of the output). Use the '-- CMD' form;
+or pass --nonempty, which catches empty output only. A closed stdin ('<&-')
+also reads as empty.
 
 Exit status: 0 on success, 1 when the operation failed (FILE is unchanged
-unless the message says the new content is in place), 2 for a usage error.
+unless the message says the new content is in place), 2 for a usage error,
+CMD's status when CMD failed, 126/127 when CMD cannot be run / is not found,
+128+n when interrupted by signal n.
 ";
 
 const SWEEP_HELP: &str = "\
@@ -577,6 +597,7 @@ mod tests {
                 consistent: true,
                 backup: true,
                 nonempty: true,
+                command: vec![],
             }
         );
     }
@@ -597,6 +618,22 @@ mod tests {
     fn dash_dash_and_single_dash() {
         assert_eq!(parsed(&["--", "--mode"]).file, PathBuf::from("--mode"));
         assert_eq!(parsed(&["-"]).file, PathBuf::from("-"));
+    }
+
+    #[test]
+    fn producer_command_after_file() {
+        let w = parsed(&["--nonempty", "f", "--", "jq", "--arg", "x", "--"]);
+        assert_eq!(w.file, PathBuf::from("f"));
+        assert!(w.nonempty);
+        assert_eq!(w.command, args(&["jq", "--arg", "x", "--"]));
+        // Before FILE, `--` ends the options; after it, the command follows.
+        let w = parsed(&["--", "-f", "--", "cat"]);
+        assert_eq!(w.file, PathBuf::from("-f"));
+        assert_eq!(w.command, args(&["cat"]));
+        assert_eq!(parsed(&["--", "--"]).file, PathBuf::from("--"));
+        assert!(parsed(&["f"]).command.is_empty());
+        assert_eq!(parse_write(args(&["f", "--"])).unwrap_err().status, 2);
+        assert_eq!(parse_write(args(&["--", "a", "b"])).unwrap_err().status, 2);
     }
 
     #[test]

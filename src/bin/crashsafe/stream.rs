@@ -7,8 +7,8 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crashsafe::AtomicFile;
@@ -42,9 +42,22 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers. Until now the signals had their defaults
-    /// (SIGPIPE: ignored by the Rust runtime).
-    pub(crate) fn install() -> io::Result<Signals> {
+    /// Installs the handlers (once; later calls return the same). Until now
+    /// the signals had their defaults (SIGPIPE: ignored by the Rust runtime).
+    ///
+    /// The result lives until the process exits, and must: the handlers
+    /// stay installed, and a handler writing into a socket whose other end
+    /// was closed would raise SIGPIPE, run itself again, and loop forever.
+    pub(crate) fn install() -> io::Result<&'static Signals> {
+        static SIGNALS: OnceLock<Signals> = OnceLock::new();
+        if let Some(signals) = SIGNALS.get() {
+            return Ok(signals);
+        }
+        let signals = Signals::register()?;
+        Ok(SIGNALS.get_or_init(|| signals))
+    }
+
+    fn register() -> io::Result<Signals> {
         let caught = Arc::new(AtomicUsize::new(0));
         let (wake, notify) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
