@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
+mod common;
+
 fn crashsafe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crashsafe"))
 }
@@ -130,7 +132,7 @@ fn mode_option_sets_mode() {
 #[test]
 fn keeps_owner() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped keeps_owner: needs root to give the file to another user");
+        common::skip("keeps_owner", "needs root to give the file to another user");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -699,7 +701,7 @@ fn no_progress_when_stderr_is_not_a_terminal() {
 fn progress_on_a_terminal() {
     // `script` gives the command a pseudo-terminal as stdout and stderr.
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: progress_on_a_terminal: no `script` command for a pty");
+        common::skip("progress_on_a_terminal", "no `script` command for a pty");
         return;
     }
     let dir = dir_with_f();
