@@ -386,11 +386,11 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
     let mut file = opts.open(&w.file).map_err(|e| Failure::from_error(&e))?;
     let mut progress = Progress::new();
     let result = if w.command.is_empty() {
-        let copied = stream::copy(&mut io::stdin().lock(), &mut file, &signals, &mut progress);
+        let copied = stream::copy(&mut io::stdin().lock(), &mut file, signals, &mut progress);
         progress.finish();
         copied.map_err(|stop| stop_message(&w.file, "stdin", stop))
     } else {
-        produce(w, &mut file, &signals, &mut progress)
+        produce(w, &mut file, signals, &mut progress)
     };
     let total = match result {
         Ok(total) => total,
