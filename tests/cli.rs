@@ -659,6 +659,31 @@ fn a_signal_mid_stream_stops_the_producer_too() {
 }
 
 #[test]
+fn a_producer_ignoring_the_signal_is_killed_after_its_grace() {
+    let dir = dir_with_f();
+    // An ignored SIGTERM stays ignored across exec.
+    let child = crashsafe()
+        .args(["write", "f", "--", "sh", "-c"])
+        .arg("trap '' TERM; echo $$ > pid; head -c 200000 /dev/zero; exec sleep 60")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_partial_temp(dir.path());
+    send("TERM", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let pid = fs::read_to_string(dir.path().join("pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "producer {pid} still exists"
+    );
+    fs::remove_file(dir.path().join("pid")).unwrap();
+    assert_unchanged(dir.path());
+}
+
+#[test]
 fn a_closed_stderr_pipe_does_not_change_the_exit_status() {
     // crashsafe's stderr is a pipe whose reader is gone: the failure message
     // cannot be written (EPIPE, and a SIGPIPE to crashsafe), yet the exit

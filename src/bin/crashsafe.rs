@@ -385,16 +385,15 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
     // written fails here, before the producer does anything.
     let mut file = opts.open(&w.file).map_err(|e| Failure::from_error(&e))?;
     let mut progress = Progress::new();
-    let result = if w.command.is_empty() {
+    let (total, file) = if w.command.is_empty() {
         let copied = stream::copy(&mut io::stdin().lock(), &mut file, signals, &mut progress);
         progress.finish();
-        copied.map_err(|stop| stop_message(&w.file, "stdin", stop))
+        match copied {
+            Ok(total) => (total, file),
+            Err(stop) => return Err(discarded(stop_message(&w.file, "stdin", stop), file)),
+        }
     } else {
-        produce(w, &mut file, signals, &mut progress)
-    };
-    let total = match result {
-        Ok(total) => total,
-        Err(failure) => return Err(discarded(failure, file)),
+        produce(w, file, signals, &mut progress)?
     };
     let file = match signals.caught() {
         Some(signal) => return Err(interrupted(signal, file)),
@@ -432,15 +431,17 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
 }
 
 /// Runs the producer command with its stdout streamed into `file`. `Ok`
-/// only if its output was read to the end and it exited with status 0.
+/// only if its output was read to the end and it exited with status 0. On
+/// `Err` the temp is already removed, then the producer was stopped (so a
+/// SIGKILL that follows a SIGTERM during its grace period finds no temp).
 fn produce(
     w: &WriteArgs,
-    file: &mut AtomicFile,
+    mut file: AtomicFile,
     signals: &Signals,
     progress: &mut Progress,
-) -> Result<u64, Failure> {
+) -> Result<(u64, AtomicFile), Failure> {
     let name = stream::command_name(&w.command);
-    let mut child = std::process::Command::new(&w.command[0])
+    let spawned = std::process::Command::new(&w.command[0])
         .args(&w.command[1..])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -458,9 +459,13 @@ fn produce(
                 ),
                 status,
             )
-        })?;
+        });
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(failure) => return Err(discarded(failure, file)),
+    };
     let copied = match child.stdout.take() {
-        Some(mut out) => stream::copy(&mut out, file, signals, progress),
+        Some(mut out) => stream::copy(&mut out, &mut file, signals, progress),
         None => Ok(0),
     };
     progress.finish();
@@ -473,34 +478,44 @@ fn produce(
                 Stop::Signal(signal) => signal,
                 Stop::Read(_) | Stop::Write(_) => signal_hook::consts::SIGTERM,
             };
+            let failure = discarded(stop_message(&w.file, &name, stop), file);
             stream::stop(&mut child, signal);
-            return Err(stop_message(&w.file, &name, stop));
+            return Err(failure);
         }
     };
     let status = match stream::wait(&mut child, signals) {
         Ok(Ended::Exited(status)) => status,
-        Ok(Ended::Signal(signal)) => return Err(interrupted_message(signal)),
+        Ok(Ended::Signal(signal)) => {
+            let failure = discarded(interrupted_message(signal), file);
+            stream::stop(&mut child, signal);
+            return Err(failure);
+        }
         Err(e) => {
+            let failure = discarded(
+                Failure::failed(format!(
+                    "cannot wait for '{name}': {e}; nothing was replaced"
+                )),
+                file,
+            );
             stream::stop(&mut child, signal_hook::consts::SIGTERM);
-            return Err(Failure::failed(format!(
-                "cannot wait for '{name}': {e}; nothing was replaced"
-            )));
+            return Err(failure);
         }
     };
     if status.success() {
-        return Ok(total);
+        return Ok((total, file));
     }
     let how = match std::os::unix::process::ExitStatusExt::signal(&status) {
         Some(signal) => format!("was killed by {}", stream::signal_name(signal)),
         None => format!("exited with status {}", status.code().unwrap_or(-1)),
     };
-    Err(Failure::with_status(
+    let failure = Failure::with_status(
         format!(
             "'{name}' {how}; nothing was replaced in {}",
             w.file.display()
         ),
         stream::status_code(status),
-    ))
+    );
+    Err(discarded(failure, file))
 }
 
 /// Removes the temp after a failure and adds to the message if that failed.

@@ -148,16 +148,15 @@ pub(crate) fn copy<R: Read + AsFd>(
 pub(crate) enum Ended {
     /// It exited with this status.
     Exited(ExitStatus),
-    /// One of [`CAUGHT`] arrived first (the producer was then stopped).
+    /// One of [`CAUGHT`] arrived first (the producer still runs).
     Signal(i32),
 }
 
-/// Waits for `child` to exit, watching for caught signals. A caught signal
-/// is passed on to the producer, which is then reaped (see [`stop`]).
+/// Waits for `child` to exit, watching for caught signals. After
+/// [`Ended::Signal`] the producer still runs: the caller [`stop`]s it.
 pub(crate) fn wait(child: &mut Child, signals: &Signals) -> io::Result<Ended> {
     loop {
         if let Some(signal) = signals.caught() {
-            stop(child, signal);
             return Ok(Ended::Signal(signal));
         }
         if let Some(status) = child.try_wait()? {
