@@ -134,7 +134,16 @@ pub(crate) fn copy<R: Read + AsFd>(
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // EINTR; EAGAIN from an input another process set non-blocking:
+            // `poll` above waits for it to be readable again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(Stop::Read(e)),
         };
         file.write_all(&buf[..n]).map_err(Stop::Write)?;
