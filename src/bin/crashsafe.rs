@@ -69,8 +69,9 @@ crashsafe exits with CMD's status (128+n for signal n). Prefer this to a
 pipe: a pipe's reader cannot see its writer's exit status.
   crashsafe write cfg.json -- jq '.x = 1' cfg.json
 
-SIGINT, SIGTERM, SIGHUP or SIGPIPE before the rename removes the temporary
-file, passes the signal on to CMD, and exits with 128+n. On a terminal, long
+SIGINT, SIGTERM, SIGHUP or SIGPIPE while the content is coming in removes the
+temporary file, passes the signal on to CMD, and exits with 128+n; once the
+input has ended, the flush and rename finish first. On a terminal, long
 writes show the bytes written and the rate on standard error.
 
 Options:
