@@ -659,6 +659,24 @@ fn a_signal_mid_stream_stops_the_producer_too() {
 }
 
 #[test]
+fn a_signal_while_data_is_flowing_stops_an_endless_producer() {
+    let dir = dir_with_f();
+    // `yes` never stops on its own: only the signal ends this write.
+    let child = crashsafe()
+        .args(["write", "f", "--", "yes", "endless"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_partial_temp(dir.path());
+    send("INT", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_unchanged(dir.path());
+}
+
+#[test]
 fn a_producer_ignoring_the_signal_is_killed_after_its_grace() {
     let dir = dir_with_f();
     // An ignored SIGTERM stays ignored across exec.
