@@ -676,6 +676,63 @@ fn a_signal_while_data_is_flowing_stops_an_endless_producer() {
     assert_unchanged(dir.path());
 }
 
+/// The number of `fsync` in `/proc/PID/syscall` on this architecture.
+#[cfg(target_arch = "x86_64")]
+const FSYNC_NR: &str = "74";
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_signal_during_the_flush_lets_the_replace_finish() {
+    const NAME: &str = "a_signal_during_the_flush_lets_the_replace_finish";
+    let probe = Command::new("strace")
+        .args(["-o", "/dev/null", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return common::skip(NAME, "strace is missing or may not trace here");
+    }
+    let dir = dir_with_f();
+    fs::write(dir.path().join("input"), b"new").unwrap();
+    // strace holds every fsync at its entry for a second: the input has
+    // ended, and the commit is under way when the signal comes.
+    let strace = Command::new("strace")
+        .args(["-o", "/dev/null", "-e", "trace=fsync"])
+        .args(["-e", "inject=fsync:delay_enter=1000000"])
+        .arg(env!("CARGO_BIN_EXE_crashsafe"))
+        .args(["write", "f"])
+        .current_dir(dir.path())
+        .stdin(File::open(dir.path().join("input")).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", strace.id());
+    let mut in_fsync = None;
+    for _ in 0..2000 {
+        let pid = fs::read_to_string(&children).unwrap_or_default();
+        let pid = pid.trim();
+        let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if !pid.is_empty() && syscall.split(' ').next() == Some(FSYNC_NR) {
+            in_fsync = Some(pid.parse::<u32>().unwrap());
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let pid = in_fsync.expect("crashsafe never reached its fsync");
+    send("INT", pid);
+    let out = strace.wait_with_output().unwrap();
+    // strace exits with its tracee's status.
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("f holds the new content"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"new");
+    fs::remove_file(dir.path().join("input")).unwrap();
+    assert!(temps(dir.path()).is_empty());
+}
+
 #[test]
 fn a_producer_ignoring_the_signal_is_killed_after_its_grace() {
     let dir = dir_with_f();
