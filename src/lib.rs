@@ -124,8 +124,12 @@
 //! # Cargo features
 //!
 //! - `sim`: exposes the crash simulator for fuzzing and downstream tests.
-//! - `cli`: builds the `crashsafe` command-line tool (`crashsafe write FILE`
-//!   replaces FILE with standard input); the library never needs it.
+//! - `cli`: builds the `crashsafe` command-line tool (`crashsafe write FILE
+//!   -- CMD` replaces FILE with CMD's output if CMD succeeds, `crashsafe
+//!   write FILE` with standard input); the library never needs it.
+//! - `tokio`: async `write`, `update` and `Batch` commit in the `tokio`
+//!   module, run on tokio's blocking pool; see there what a dropped future
+//!   leaves behind (nothing half-done). Without it, tokio is not a dependency.
 
 mod batch;
 mod error;
@@ -143,6 +147,8 @@ mod target;
 mod temp_name;
 #[cfg(all(test, unix))]
 mod tests;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::path::Path;
 

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
+mod common;
+
 fn crashsafe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crashsafe"))
 }
@@ -130,7 +132,7 @@ fn mode_option_sets_mode() {
 #[test]
 fn keeps_owner() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped keeps_owner: needs root to give the file to another user");
+        common::skip("keeps_owner", "needs root to give the file to another user");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -416,4 +418,411 @@ fn streams_64_mib_in_constant_memory() {
     assert_eq!(written.len(), TOTAL);
     let chunk = pattern(1 << 20);
     assert!(written.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
+}
+
+// ---- producer mode: `crashsafe write FILE -- CMD [ARGS...]` ----
+
+/// Runs `crashsafe write [opts] f -- sh -c SCRIPT` in `dir` with `input`.
+fn produce(dir: &Path, opts: &[&str], script: &str, input: &[u8]) -> Output {
+    let mut args = vec!["write"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&["f", "--", "sh", "-c", script]);
+    run(&args, dir, input)
+}
+
+/// A directory with `f` holding `old`.
+fn dir_with_f() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("f"), b"old").unwrap();
+    dir
+}
+
+/// Asserts that `f` still holds `old` and that no temp is left.
+fn assert_unchanged(dir: &Path) {
+    assert_eq!(fs::read(dir.join("f")).unwrap(), b"old");
+    assert!(temps(dir).is_empty(), "{:?}", temps(dir));
+}
+
+#[test]
+fn producer_success_replaces_with_its_output() {
+    let dir = dir_with_f();
+    // Arguments with spaces reach the producer unchanged, it can read the
+    // target itself, and it gets crashsafe's standard input.
+    let out = run(
+        &[
+            "write",
+            "f",
+            "--",
+            "sh",
+            "-c",
+            "cat f; printf '%s|' \"$1\"; cat",
+            "sh",
+            "a  b",
+        ],
+        dir.path(),
+        b"from stdin",
+    );
+    assert_success(&out);
+    assert_eq!(
+        fs::read(dir.path().join("f")).unwrap(),
+        b"olda  b|from stdin"
+    );
+    assert!(temps(dir.path()).is_empty());
+}
+
+#[test]
+fn producer_large_output_is_copied_exactly() {
+    let dir = dir_with_f();
+    let input = pattern(5 * 1024 * 1024 + 17);
+    assert_success(&produce(dir.path(), &[], "cat", &input));
+    assert_eq!(fs::read(dir.path().join("f")).unwrap(), input);
+}
+
+#[test]
+fn producer_exiting_non_zero_replaces_nothing() {
+    let dir = dir_with_f();
+    let out = produce(dir.path(), &[], "printf 'half of the'; exit 3", b"");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("'sh' exited with status 3"), "{text}");
+    assert!(text.contains("nothing was replaced"), "{text}");
+    assert_unchanged(dir.path());
+}
+
+#[test]
+fn producer_killed_midway_replaces_nothing() {
+    let dir = dir_with_f();
+    // A lot of output first, so the temp already holds part of it.
+    let out = produce(
+        dir.path(),
+        &[],
+        "head -c 3000000 /dev/zero; kill -9 $$",
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("killed by SIGKILL"),
+        "{}",
+        stderr(&out)
+    );
+    assert_unchanged(dir.path());
+}
+
+#[test]
+fn producer_closing_stdout_early_is_still_waited_for() {
+    let dir = dir_with_f();
+    // The output ends long before the producer does, and then it fails.
+    let out = produce(
+        dir.path(),
+        &[],
+        "printf new; exec >&-; sleep 0.3; exit 4",
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_unchanged(dir.path());
+}
+
+#[test]
+fn producer_not_found_is_127_and_replaces_nothing() {
+    let dir = dir_with_f();
+    let out = run(&["write", "f", "--", "./no-such-producer"], dir.path(), b"");
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot run './no-such-producer'"));
+    assert_unchanged(dir.path());
+}
+
+#[test]
+fn producer_is_not_run_when_the_target_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["write", "missing/f", "--", "sh", "-c", "touch ran"],
+        dir.path(),
+        b"",
+    );
+    assert_failure(&out);
+    assert!(!dir.path().join("ran").exists(), "the producer ran");
+}
+
+#[test]
+fn producer_printing_nothing_with_nonempty_replaces_nothing() {
+    let dir = dir_with_f();
+    let text = assert_failure(&produce(dir.path(), &["--nonempty"], "true", b""));
+    assert!(text.contains("printed nothing"), "{text}");
+    assert_unchanged(dir.path());
+    // Options before FILE still apply in producer mode.
+    assert_success(&produce(dir.path(), &["--mode", "640"], "printf x", b""));
+    assert_eq!(
+        fs::metadata(dir.path().join("f")).unwrap().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn double_dash_before_file_still_ends_options() {
+    let dir = tempfile::tempdir().unwrap();
+    // `write -- --x -- CMD`: the first `--` ends the options, so `--x` is
+    // the file; the second starts the command.
+    let out = run(
+        &["write", "--", "--x", "--", "printf", "made"],
+        dir.path(),
+        b"",
+    );
+    assert_success(&out);
+    assert_eq!(fs::read(dir.path().join("--x")).unwrap(), b"made");
+    // A trailing `--` with no command is a usage error, creating nothing.
+    let out = run(&["write", "g", "--"], dir.path(), b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!dir.path().join("g").exists());
+}
+
+// ---- signals ----
+
+/// Waits (at most 20 s, then fails) until a temp with content is in `dir`:
+/// the write is then in the middle of the stream.
+fn wait_for_partial_temp(dir: &Path) {
+    for _ in 0..2000 {
+        let partial = temps(dir)
+            .iter()
+            .any(|t| fs::metadata(dir.join(t)).is_ok_and(|m| m.len() > 0));
+        if partial {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no temp with content appeared in {}", dir.display());
+}
+
+/// Sends `signal` (a name `kill` knows) to `pid` with the `kill` command.
+fn send(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_signal_mid_stream_removes_the_temp_and_exits_128_plus_n() {
+    for (signal, number) in [("TERM", 15), ("INT", 2), ("HUP", 1), ("PIPE", 13)] {
+        let dir = dir_with_f();
+        let mut child = crashsafe()
+            .args(["write", "f"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A slow writer: some input, then the pipe stays open and idle, so
+        // crashsafe is blocked waiting for more when the signal comes.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&pattern(200_000)).unwrap();
+        wait_for_partial_temp(dir.path());
+        send(signal, child.id());
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_eq!(
+            out.status.code(),
+            Some(128 + number),
+            "SIG{signal}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(&format!("interrupted by SIG{signal}")));
+        assert_unchanged(dir.path());
+    }
+}
+
+#[test]
+fn a_signal_mid_stream_stops_the_producer_too() {
+    let dir = dir_with_f();
+    let child = crashsafe()
+        .args(["write", "f", "--", "sh", "-c"])
+        .arg("echo $$ > pid; head -c 200000 /dev/zero; exec sleep 60")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_partial_temp(dir.path());
+    send("TERM", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    // The producer got the signal and was reaped: its pid is gone.
+    let pid = fs::read_to_string(dir.path().join("pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "producer {pid} still exists"
+    );
+    fs::remove_file(dir.path().join("pid")).unwrap();
+    assert_unchanged(dir.path());
+}
+
+#[test]
+fn a_signal_while_data_is_flowing_stops_an_endless_producer() {
+    let dir = dir_with_f();
+    // `yes` never stops on its own: only the signal ends this write.
+    let child = crashsafe()
+        .args(["write", "f", "--", "yes", "endless"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_partial_temp(dir.path());
+    send("INT", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_unchanged(dir.path());
+}
+
+/// The number of `fsync` in `/proc/PID/syscall` on this architecture.
+#[cfg(target_arch = "x86_64")]
+const FSYNC_NR: &str = "74";
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_signal_during_the_flush_lets_the_replace_finish() {
+    const NAME: &str = "a_signal_during_the_flush_lets_the_replace_finish";
+    let probe = Command::new("strace")
+        .args(["-o", "/dev/null", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return common::skip(NAME, "strace is missing or may not trace here");
+    }
+    let dir = dir_with_f();
+    fs::write(dir.path().join("input"), b"new").unwrap();
+    // strace holds every fsync at its entry for a second: the input has
+    // ended, and the commit is under way when the signal comes.
+    let strace = Command::new("strace")
+        .args(["-o", "/dev/null", "-e", "trace=fsync"])
+        .args(["-e", "inject=fsync:delay_enter=1000000"])
+        .arg(env!("CARGO_BIN_EXE_crashsafe"))
+        .args(["write", "f"])
+        .current_dir(dir.path())
+        .stdin(File::open(dir.path().join("input")).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", strace.id());
+    let mut in_fsync = None;
+    for _ in 0..2000 {
+        let pid = fs::read_to_string(&children).unwrap_or_default();
+        let pid = pid.trim();
+        let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if !pid.is_empty() && syscall.split(' ').next() == Some(FSYNC_NR) {
+            in_fsync = Some(pid.parse::<u32>().unwrap());
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let pid = in_fsync.expect("crashsafe never reached its fsync");
+    send("INT", pid);
+    let out = strace.wait_with_output().unwrap();
+    // strace exits with its tracee's status.
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("f holds the new content"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"new");
+    fs::remove_file(dir.path().join("input")).unwrap();
+    assert!(temps(dir.path()).is_empty());
+}
+
+#[test]
+fn a_producer_ignoring_the_signal_is_killed_after_its_grace() {
+    let dir = dir_with_f();
+    // An ignored SIGTERM stays ignored across exec.
+    let child = crashsafe()
+        .args(["write", "f", "--", "sh", "-c"])
+        .arg("trap '' TERM; echo $$ > pid; head -c 200000 /dev/zero; exec sleep 60")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_partial_temp(dir.path());
+    send("TERM", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let pid = fs::read_to_string(dir.path().join("pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "producer {pid} still exists"
+    );
+    fs::remove_file(dir.path().join("pid")).unwrap();
+    assert_unchanged(dir.path());
+}
+
+#[test]
+fn a_closed_stderr_pipe_does_not_change_the_exit_status() {
+    // crashsafe's stderr is a pipe whose reader is gone: the failure message
+    // cannot be written (EPIPE, and a SIGPIPE to crashsafe), yet the exit
+    // status must still be the producer's, not a panic's or 141.
+    let dir = dir_with_f();
+    let mut child = crashsafe()
+        .args([
+            "write",
+            "f",
+            "--",
+            "sh",
+            "-c",
+            "exec 2>/dev/null; printf x; exit 3",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert_unchanged(dir.path());
+}
+
+// ---- progress ----
+
+/// A producer whose output takes more than a second.
+const SLOW_PRODUCER: &str = "head -c 100000 /dev/zero; sleep 1; head -c 100000 /dev/zero";
+
+#[test]
+fn no_progress_when_stderr_is_not_a_terminal() {
+    let dir = dir_with_f();
+    let out = produce(dir.path(), &[], SLOW_PRODUCER, b"");
+    // assert_success also checks that stderr is empty.
+    assert_success(&out);
+    assert_eq!(fs::read(dir.path().join("f")).unwrap().len(), 200_000);
+}
+
+#[test]
+fn progress_on_a_terminal() {
+    // `script` gives the command a pseudo-terminal as stdout and stderr.
+    if Command::new("script").arg("--version").output().is_err() {
+        common::skip("progress_on_a_terminal", "no `script` command for a pty");
+        return;
+    }
+    let dir = dir_with_f();
+    let command = format!(
+        "'{}' write f -- sh -c '{SLOW_PRODUCER}'",
+        env!("CARGO_BIN_EXE_crashsafe")
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {text}", out.status);
+    // e.g. "crashsafe: 105.7 KiB written, 105.0 KiB/s" (the figures depend
+    // on how the chunks arrive).
+    assert!(text.contains("\x1b[Kcrashsafe: "), "{text:?}");
+    assert!(text.contains(" KiB written, "), "{text:?}");
+    assert!(text.contains("B/s"), "{text:?}");
+    // The line is erased at the end.
+    assert!(text.ends_with("\r\x1b[K"), "{text:?}");
+    assert_eq!(fs::read(dir.path().join("f")).unwrap().len(), 200_000);
 }

@@ -6,6 +6,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+mod common;
+
 use crashsafe::{Batch, Error, HardLinks, InvalidReason, Options, Step};
 
 /// Names in `dir` that have the temp shape.
@@ -207,7 +209,10 @@ fn user_xattrs_are_kept() {
     ) {
         Ok(()) => {}
         Err(e) => {
-            println!("skipped: this filesystem does not take user xattrs ({e})");
+            common::skip(
+                "user_xattrs_are_kept",
+                &format!("this filesystem does not take user xattrs ({e})"),
+            );
             return;
         }
     }
@@ -330,7 +335,10 @@ fn batch_failure_names_the_file_and_what_was_replaced() {
 #[test]
 fn owner_kept_as_root_with_setuid_mode_option() {
     if !is_root() {
-        println!("skipped: chown to another user needs root");
+        common::skip(
+            "owner_kept_as_root_with_setuid_mode_option",
+            "chown to another user needs root",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

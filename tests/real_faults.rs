@@ -12,6 +12,7 @@
 //! skipped and pass.
 #![cfg(unix)]
 
+mod common;
 mod procs;
 
 use std::fs;
@@ -32,7 +33,7 @@ fn mount_or_skip(test: &str, mount: Result<Mount, String>) -> Option<Mount> {
     match mount {
         Ok(m) => Some(m),
         Err(why) => {
-            println!("skipped: {test}: {why}");
+            common::skip(test, &why);
             None
         }
     }
@@ -207,7 +208,7 @@ fn file_too_large_keeps_old_content() {
         return too_large_child();
     }
     let Ok(sh) = which("sh") else {
-        println!("skipped: {test}: no sh to set ulimit -f");
+        common::skip(test, "no sh to set ulimit -f");
         return;
     };
     let dir = procs::disk_dir();

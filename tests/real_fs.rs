@@ -6,11 +6,11 @@
 //! contents byte for byte, all twelve permission bits, owner, and the inode
 //! (a replace must produce a new one; a refused call must keep the old one).
 //!
-//! Tests that need root (giving files to another user) print `SKIPPED ...`
+//! Tests that need root (giving files to another user) print `SKIPPED: ...`
 //! and return when not root. Tests whose point is an unprivileged caller
 //! (permission denied, best-effort owner, the kernel clearing setuid on
 //! write, a sticky directory) rerun themselves as `nobody` in a child process
-//! when root, and print `SKIPPED ...` if that is impossible. Tests that need
+//! when root, and print `SKIPPED: ...` if that is impossible. Tests that need
 //! a process-wide setting (umask, `RLIMIT_FSIZE`) also rerun themselves in a
 //! child process, so this multithreaded process never changes it.
 

@@ -15,6 +15,7 @@
 //! syscall flags are the real evidence.
 #![cfg(unix)]
 
+mod common;
 mod procs;
 
 use std::collections::BTreeSet;
@@ -176,7 +177,7 @@ fn temps_are_created_exclusive_and_nofollow_under_strace() {
         .stderr(Stdio::null())
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        println!("skipped: {test}: strace is missing or may not trace here");
+        common::skip(test, "strace is missing or may not trace here");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

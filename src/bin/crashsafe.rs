@@ -6,14 +6,16 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crashsafe::{AtomicFile, Durability, Options};
 
-/// How much of standard input is held in memory at a time.
-const CHUNK_LEN: usize = 64 * 1024;
+#[path = "crashsafe/stream.rs"]
+mod stream;
+
+use stream::{Ended, Progress, Signals, Stop};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -22,6 +24,9 @@ crashsafe - replace files atomically and durably
 
 Usage:
   crashsafe write [OPTIONS] FILE   replace FILE with standard input
+  crashsafe write [OPTIONS] FILE -- CMD [ARGS...]
+                                   replace FILE with CMD's output, only if
+                                   CMD exits with status 0
   crashsafe sweep DIR              remove stale temporary files left in DIR
   crashsafe --help | --version
 
@@ -33,25 +38,41 @@ content, never a torn or empty mix. FILE keeps its mode and owner.
 Run 'crashsafe write --help' for the write options.
 
 Examples:
+  crashsafe write cfg.json -- jq '.retries = 5' cfg.json
   jq '.retries = 5' cfg.json | crashsafe write cfg.json
   sort -u list.txt | crashsafe write --nonempty list.txt
   render-config | crashsafe write --mode 600 /etc/app/secret.conf
   crashsafe sweep /etc/app
 
 Exit status: 0 on success, 1 when the operation failed (one line on stderr
-names the step and the path), 2 for a usage error.
+names the step and the path), 2 for a usage error, 128+n after signal n.
+With a producer command: its status when it failed.
 ";
 
 const WRITE_HELP: &str = "\
 crashsafe write - replace FILE with standard input, atomically and durably
 
 Usage: crashsafe write [OPTIONS] [--] FILE
+       crashsafe write [OPTIONS] [--] FILE -- CMD [ARGS...]
 
 Standard input is streamed (constant memory, any size) into a temporary file
 beside FILE. FILE is replaced only after the input reached its end without a
 read error; until then it is left alone. Because the input is read to the end
 first, FILE may also be the input of the command that feeds it:
   jq '.x = 1' cfg.json | crashsafe write cfg.json
+
+With '-- CMD [ARGS...]' after FILE, crashsafe runs CMD itself (standard input
+and standard error passed through) and streams its standard output into the
+temporary file. FILE is replaced only if CMD's output was read to its end and
+CMD exited with status 0. If CMD fails or is killed, nothing is replaced and
+crashsafe exits with CMD's status (128+n for signal n). Prefer this to a
+pipe: a pipe's reader cannot see its writer's exit status.
+  crashsafe write cfg.json -- jq '.x = 1' cfg.json
+
+SIGINT, SIGTERM, SIGHUP or SIGPIPE while the content is coming in removes the
+temporary file, passes the signal on to CMD, and exits with 128+n; once the
+input has ended, the flush and rename finish first. On a terminal, long
+writes show the bytes written and the rate on standard error.
 
 Options:
       --mode OCTAL   permission bits of the result (e.g. 644); the umask
@@ -65,19 +86,21 @@ Options:
       --backup       keep the previous content of FILE as FILE~
       --nonempty     refuse to replace FILE when standard input is empty
   -h, --help         show this help
-      --             end of options (a FILE named '-' is just a file)
+      --             before FILE: end of options (a FILE named '-' is just
+                     a file); after FILE: the producer command follows
 
-Pitfall: a failing upstream command usually shows up as EMPTY input, not as
-an error, and 'set -o pipefail' only reports the failure after crashsafe has
-already replaced FILE. In
+Pitfall of the pipe form: a failing upstream command shows up as empty or
+truncated input, not as an error, and 'set -o pipefail' only reports the
+failure after crashsafe has already replaced FILE. In
   broken-generator | crashsafe write cfg.json
-cfg.json would become empty. The same happens when stdin is closed ('<&-'):
-it reads as empty. Pass --nonempty whenever empty output can only mean a
-failure; or keep the output in a variable or file first and check the
-command's exit status before running crashsafe.
+cfg.json would become empty (or half of the output). Use the '-- CMD' form;
+or pass --nonempty, which catches empty output only. A closed stdin ('<&-')
+also reads as empty.
 
 Exit status: 0 on success, 1 when the operation failed (FILE is unchanged
-unless the message says the new content is in place), 2 for a usage error.
+unless the message says the new content is in place), 2 for a usage error,
+CMD's status when CMD failed, 126/127 when CMD cannot be run / is not found,
+128+n when interrupted by signal n.
 ";
 
 const SWEEP_HELP: &str = "\
@@ -97,7 +120,9 @@ fn main() -> ExitCode {
     match run(std::env::args_os().skip(1).collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("crashsafe: {failure}");
+            // Not `eprintln!`, which panics when stderr is a closed pipe:
+            // the status must still be the one below.
+            let _ = writeln!(io::stderr(), "crashsafe: {failure}");
             ExitCode::from(failure.status)
         }
     }
@@ -124,6 +149,14 @@ impl Failure {
         Failure {
             message: format!("{} (see 'crashsafe --help')", message.into()),
             status: 2,
+        }
+    }
+
+    /// Exit with `status` (a producer's status, or 128 + a signal).
+    fn with_status(message: impl Into<String>, status: u8) -> Failure {
+        Failure {
+            message: message.into(),
+            status,
         }
     }
 
@@ -203,6 +236,9 @@ struct WriteArgs {
     consistent: bool,
     backup: bool,
     nonempty: bool,
+    /// The producer command and its arguments (after `FILE --`); empty
+    /// means standard input is the content.
+    command: Vec<OsString>,
 }
 
 /// True for an argument that looks like an option: `-x` or `--x`, not `-`.
@@ -214,13 +250,23 @@ fn is_option(arg: &OsStr) -> bool {
 fn parse_write(args: Vec<OsString>) -> Result<Parsed<WriteArgs>, Failure> {
     let mut w = WriteArgs::default();
     let mut files = Vec::new();
+    let mut options_ended = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        if arg == "--" {
-            files.extend(args.by_ref());
+        // `--` after FILE starts the producer command; before FILE it ends
+        // the options, so `write -- --x` still names a file `--x`.
+        if arg == "--" && !files.is_empty() {
+            w.command.extend(args.by_ref());
+            if w.command.is_empty() {
+                return Err(Failure::usage("missing command after 'FILE --'"));
+            }
             break;
         }
-        if !is_option(&arg) {
+        if arg == "--" && !options_ended {
+            options_ended = true;
+            continue;
+        }
+        if options_ended || !is_option(&arg) {
             files.push(arg);
             continue;
         }
@@ -334,20 +380,34 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
     if w.backup {
         opts.backup(true);
     }
+    let signals = Signals::install()
+        .map_err(|e| Failure::failed(format!("cannot install signal handlers: {e}")))?;
+    // The temp is created before a producer runs: a target that cannot be
+    // written fails here, before the producer does anything.
     let mut file = opts.open(&w.file).map_err(|e| Failure::from_error(&e))?;
-    let total = match copy(&mut io::stdin().lock(), &mut file) {
-        Ok(total) => total,
-        Err(Copy::Read(e)) => return Err(read_failure(&w.file, &e, file.discard().err())),
-        Err(Copy::Write(e)) => {
-            // The temp's own cleanup error, if any, is less important than
-            // the write error, which already says whether a temp was left.
-            let _ = file.discard();
-            return Err(write_failure(&w.file, &e));
+    let mut progress = Progress::new();
+    let (total, file) = if w.command.is_empty() {
+        let copied = stream::copy(&mut io::stdin().lock(), &mut file, signals, &mut progress);
+        progress.finish();
+        match copied {
+            Ok(total) => (total, file),
+            Err(stop) => return Err(discarded(stop_message(&w.file, "stdin", stop), file)),
         }
+    } else {
+        produce(w, file, signals, &mut progress)?
+    };
+    let file = match signals.caught() {
+        Some(signal) => return Err(interrupted(signal, file)),
+        None => file,
     };
     if total == 0 && w.nonempty {
+        let source = if w.command.is_empty() {
+            "standard input was empty".to_owned()
+        } else {
+            format!("'{}' printed nothing", stream::command_name(&w.command))
+        };
         let mut message = format!(
-            "standard input was empty; refusing to replace {} (--nonempty)",
+            "{source}; refusing to replace {} (--nonempty)",
             w.file.display()
         );
         if let Err(e) = file.discard() {
@@ -355,51 +415,152 @@ fn write(w: &WriteArgs) -> Result<(), Failure> {
         }
         return Err(Failure::failed(message));
     }
-    file.commit().map_err(|e| Failure::from_error(&e))
+    // A signal from here on waits until the rename and fsyncs are done: the
+    // replace is atomic, stopping it half-way would gain nothing.
+    file.commit().map_err(|e| Failure::from_error(&e))?;
+    match signals.caught() {
+        Some(signal) => Err(Failure::with_status(
+            format!(
+                "interrupted by {} after the replace had begun; {} holds the new content",
+                stream::signal_name(signal),
+                w.file.display()
+            ),
+            stream::signal_status(signal),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Runs the producer command with its stdout streamed into `file`. `Ok`
+/// only if its output was read to the end and it exited with status 0. On
+/// `Err` the temp is already removed, then the producer was stopped (so a
+/// SIGKILL that follows a SIGTERM during its grace period finds no temp).
+fn produce(
+    w: &WriteArgs,
+    mut file: AtomicFile,
+    signals: &Signals,
+    progress: &mut Progress,
+) -> Result<(u64, AtomicFile), Failure> {
+    let name = stream::command_name(&w.command);
+    let spawned = std::process::Command::new(&w.command[0])
+        .args(&w.command[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            // The shell's statuses: 127 not found, 126 found but not runnable.
+            let status = if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            Failure::with_status(
+                format!(
+                    "cannot run '{name}': {e}; nothing was replaced in {}",
+                    w.file.display()
+                ),
+                status,
+            )
+        });
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(failure) => return Err(discarded(failure, file)),
+    };
+    let copied = match child.stdout.take() {
+        Some(mut out) => stream::copy(&mut out, &mut file, signals, progress),
+        None => Ok(0),
+    };
+    progress.finish();
+    let total = match copied {
+        Ok(total) => total,
+        Err(stop) => {
+            // Stop the producer: with the signal crashsafe got, or SIGTERM
+            // when crashsafe itself failed.
+            let signal = match stop {
+                Stop::Signal(signal) => signal,
+                Stop::Read(_) | Stop::Write(_) => signal_hook::consts::SIGTERM,
+            };
+            let failure = discarded(stop_message(&w.file, &name, stop), file);
+            stream::stop(&mut child, signal);
+            return Err(failure);
+        }
+    };
+    let status = match stream::wait(&mut child, signals) {
+        Ok(Ended::Exited(status)) => status,
+        Ok(Ended::Signal(signal)) => {
+            let failure = discarded(interrupted_message(signal), file);
+            stream::stop(&mut child, signal);
+            return Err(failure);
+        }
+        Err(e) => {
+            let failure = discarded(
+                Failure::failed(format!(
+                    "cannot wait for '{name}': {e}; nothing was replaced"
+                )),
+                file,
+            );
+            stream::stop(&mut child, signal_hook::consts::SIGTERM);
+            return Err(failure);
+        }
+    };
+    if status.success() {
+        return Ok((total, file));
+    }
+    let how = match std::os::unix::process::ExitStatusExt::signal(&status) {
+        Some(signal) => format!("was killed by {}", stream::signal_name(signal)),
+        None => format!("exited with status {}", status.code().unwrap_or(-1)),
+    };
+    let failure = Failure::with_status(
+        format!(
+            "'{name}' {how}; nothing was replaced in {}",
+            w.file.display()
+        ),
+        stream::status_code(status),
+    );
+    Err(discarded(failure, file))
+}
+
+/// Removes the temp after a failure and adds to the message if that failed.
+fn discarded(mut failure: Failure, file: AtomicFile) -> Failure {
+    if let Some(left) = file.discard().err().as_ref().and_then(|c| c.temp_left()) {
+        failure.message.push_str(&format!(
+            " (temporary file {} was left behind)",
+            left.display()
+        ));
+    }
+    failure
+}
+
+/// A signal arrived before the commit: remove the temp, exit 128 + n.
+fn interrupted(signal: i32, file: AtomicFile) -> Failure {
+    discarded(interrupted_message(signal), file)
+}
+
+fn interrupted_message(signal: i32) -> Failure {
+    Failure::with_status(
+        format!(
+            "interrupted by {}; nothing was replaced",
+            stream::signal_name(signal)
+        ),
+        stream::signal_status(signal),
+    )
+}
+
+fn stop_message(target: &Path, source: &str, stop: Stop) -> Failure {
+    match stop {
+        Stop::Signal(signal) => interrupted_message(signal),
+        Stop::Read(e) => Failure::failed(format!(
+            "failed to read {source} for {}: {}; nothing was replaced",
+            target.display(),
+            chain(&e)
+        )),
+        Stop::Write(e) => write_failure(target, &e),
+    }
 }
 
 /// `crashsafe sweep DIR`: prints how many stale temps were removed.
 fn sweep(dir: &Path) -> Result<(), Failure> {
     let removed = crashsafe::sweep(dir).map_err(|e| Failure::failed(chain(&e)))?;
     print(&format!("{removed}\n"))
-}
-
-/// Where a copy from stdin into the temp failed.
-#[derive(Debug)]
-enum Copy {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-/// Streams `input` into `file` in fixed-size chunks until a clean end of input.
-fn copy(input: &mut impl Read, file: &mut AtomicFile) -> Result<u64, Copy> {
-    let mut buf = vec![0; CHUNK_LEN];
-    let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Copy::Read(e)),
-        };
-        file.write_all(&buf[..n]).map_err(Copy::Write)?;
-        total += n as u64;
-    }
-}
-
-fn read_failure(file: &Path, e: &io::Error, cleanup: Option<crashsafe::Error>) -> Failure {
-    let mut message = format!(
-        "failed to read stdin for {}: {}; nothing was replaced",
-        file.display(),
-        chain(e)
-    );
-    if let Some(left) = cleanup.as_ref().and_then(|c| c.temp_left()) {
-        message.push_str(&format!(
-            " (temporary file {} was left behind)",
-            left.display()
-        ));
-    }
-    Failure::failed(message)
 }
 
 /// A write into the temp failed; the library's error inside names the step.
@@ -452,6 +613,7 @@ mod tests {
                 consistent: true,
                 backup: true,
                 nonempty: true,
+                command: vec![],
             }
         );
     }
@@ -472,6 +634,22 @@ mod tests {
     fn dash_dash_and_single_dash() {
         assert_eq!(parsed(&["--", "--mode"]).file, PathBuf::from("--mode"));
         assert_eq!(parsed(&["-"]).file, PathBuf::from("-"));
+    }
+
+    #[test]
+    fn producer_command_after_file() {
+        let w = parsed(&["--nonempty", "f", "--", "jq", "--arg", "x", "--"]);
+        assert_eq!(w.file, PathBuf::from("f"));
+        assert!(w.nonempty);
+        assert_eq!(w.command, args(&["jq", "--arg", "x", "--"]));
+        // Before FILE, `--` ends the options; after it, the command follows.
+        let w = parsed(&["--", "-f", "--", "cat"]);
+        assert_eq!(w.file, PathBuf::from("-f"));
+        assert_eq!(w.command, args(&["cat"]));
+        assert_eq!(parsed(&["--", "--"]).file, PathBuf::from("--"));
+        assert!(parsed(&["f"]).command.is_empty());
+        assert_eq!(parse_write(args(&["f", "--"])).unwrap_err().status, 2);
+        assert_eq!(parse_write(args(&["--", "a", "b"])).unwrap_err().status, 2);
     }
 
     #[test]
