@@ -166,7 +166,7 @@ pub enum Error {
     },
     /// A [`Batch`](crate::Batch) commit failed: `source` says for which file
     /// and at which step; `replaced` lists the files already replaced.
-    #[error("{source} (in a batch of {total} files, {} already replaced)", replaced.len())]
+    #[error("{source} (in a batch of {total} files, {} already replaced{})", replaced.len(), dirs_note(failed_dirs))]
     Batch {
         /// The failure, naming its file and step.
         #[source]
@@ -175,6 +175,9 @@ pub enum Error {
         replaced: Vec<PathBuf>,
         /// How many files the batch held.
         total: usize,
+        /// The directories whose fsync failed (issue 10): the files of
+        /// `replaced` in them are new but of unknown durability.
+        failed_dirs: Vec<PathBuf>,
     },
     /// `create_new` was set and the target already exists; nothing was changed.
     #[error("cannot create {}: it already exists", target.display())]
@@ -182,6 +185,15 @@ pub enum Error {
         /// The path the caller asked to create.
         target: PathBuf,
     },
+}
+
+/// Names the directories whose fsync failed in a batch.
+fn dirs_note(dirs: &[PathBuf]) -> String {
+    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    match names.len() {
+        0 => String::new(),
+        _ => format!("; fsync failed for directory {}", names.join(", ")),
+    }
 }
 
 fn replaced_note(step: Step) -> &'static str {
@@ -224,6 +236,15 @@ impl Error {
     pub fn replaced(&self) -> &[PathBuf] {
         match self {
             Error::Batch { replaced, .. } => replaced,
+            _ => &[],
+        }
+    }
+
+    /// For a [`Batch`](crate::Batch) error, the directories whose fsync
+    /// failed: the replaced files in them may not survive a power cut.
+    pub fn failed_dirs(&self) -> &[PathBuf] {
+        match self {
+            Error::Batch { failed_dirs, .. } => failed_dirs,
             _ => &[],
         }
     }

@@ -20,6 +20,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, InvalidReason, Step};
 use crate::options::{Durability, HardLinks, Options};
@@ -55,6 +56,8 @@ pub enum Broken {
     /// `create_new` by looking first: `fstatat` the target, then a plain
     /// rename if it was absent (a racing creator is clobbered).
     CheckThenRename,
+    /// A batch groups directories by their path string, not by identity.
+    GroupByPath,
 }
 
 /// A replace in progress: the temp exists and the target is untouched.
@@ -64,7 +67,8 @@ pub(crate) struct Replace<S: Sys> {
     target: PathBuf,
     /// The directory the protocol works in (the resolved parent).
     parent: PathBuf,
-    dir: S::Dir,
+    /// Shared by the entries of a batch in one directory (issue 10).
+    dir: Arc<S::Dir>,
     /// The target's file name in `dir` (after following symlinks).
     name: OsString,
     temp: OsString,
@@ -184,7 +188,7 @@ impl<S: Sys> Replace<S> {
             sys,
             target: target.to_path_buf(),
             parent,
-            dir,
+            dir: Arc::new(dir),
             temp: OsString::new(),
             name,
             named: false,
@@ -268,11 +272,6 @@ impl<S: Sys> Replace<S> {
     /// The directory the protocol works in (the resolved parent).
     pub(crate) fn parent(&self) -> &Path {
         &self.parent
-    }
-
-    /// `syncfs` on the target's filesystem (a batch's data flush).
-    pub(crate) fn sync_filesystem(&self) -> io::Result<()> {
-        self.sys.sync_fs(&self.dir)
     }
 
     /// Step 8 alone: fsync the directory (once per directory in a batch).
@@ -431,6 +430,21 @@ impl<S: Sys> Replace<S> {
             self.sys.close(file);
         }
         Ok(())
+    }
+
+    /// As [`Replace::discard`], leaving `self` emptied in place (issue 10:
+    /// a batch keeps its entries' indices).
+    pub(crate) fn discard_in_place(&mut self) -> Result<(), Error> {
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
+        }
+        if !self.named {
+            return Ok(());
+        }
+        self.named = false;
+        self.sys.unlink_at(&self.dir, &self.temp).map_err(|e| {
+            Error::io(Step::RemoveTemp, &self.target, e).with_temp_left(self.temp_path())
+        })
     }
 
     /// Removes the temp without touching the target.
@@ -667,6 +681,40 @@ impl<S: Sys> Replace<S> {
         self.parent.join(&self.temp)
     }
 
+    // issue 10: a batch shares one directory fd per directory and closes
+    // temps early.
+
+    /// The open parent directory.
+    pub(crate) fn dir(&self) -> &Arc<S::Dir> {
+        &self.dir
+    }
+
+    /// Works through `dir` from now on, closing this replace's own fd of
+    /// the parent. `dir` must be the same directory (same `st_dev` and
+    /// `st_ino`), opened no later than this replace's own.
+    pub(crate) fn share_dir(&mut self, dir: Arc<S::Dir>) {
+        self.dir = dir;
+    }
+
+    /// Whether the temp's fd is still open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Closes the temp's fd; its name stays (and with it the new content),
+    /// so `publish_prepared` still renames it. The caller has run
+    /// `prepare` (and `sync_temp` where it must), which need the fd.
+    pub(crate) fn close_temp(&mut self) {
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
+        }
+    }
+
+    /// The durability this file asked for.
+    pub(crate) fn durability(&self) -> Durability {
+        self.opts.durability
+    }
+
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn broken(&self, variant: Broken) -> bool {
         self.opts.broken == Some(variant)
@@ -692,6 +740,7 @@ pub(crate) enum Broken {
     UnlinkThenRename,
     DirSyncErrorLooksEarly,
     CheckThenRename,
+    GroupByPath,
 }
 
 impl<S: Sys> Drop for Replace<S> {

@@ -66,11 +66,16 @@ pub enum Call {
     CreateUnnamed,
     /// `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)`.
     LinkUnnamed,
+    // issue 10: directory identity and filesystem type.
+    /// `fstat(dir)`: the directory's `(st_dev, st_ino)`.
+    StatDir,
+    /// `fstatfs(dir)`: the filesystem type.
+    StatFs,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 26] = [
+    pub const ALL: [Call; 28] = [
         Call::OpenDir,
         Call::StatAt,
         Call::ReadLinkAt,
@@ -97,6 +102,8 @@ impl Call {
         Call::SyncFs,
         Call::CreateUnnamed,
         Call::LinkUnnamed,
+        Call::StatDir,
+        Call::StatFs,
     ];
 
     /// The method name, as in the trace.
@@ -128,6 +135,8 @@ impl Call {
             Call::SyncFs => "sync_fs",
             Call::CreateUnnamed => "create_unnamed",
             Call::LinkUnnamed => "link_unnamed",
+            Call::StatDir => "stat_dir",
+            Call::StatFs => "stat_fs",
         }
     }
 

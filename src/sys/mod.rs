@@ -167,4 +167,17 @@ pub(crate) trait Sys: Clone {
     /// 64 unpredictable bits for temp names. The real backend draws them
     /// from a randomly keyed hash; the simulator from its seed.
     fn random(&self) -> u64;
+
+    // issue 10: directory identity and how far `syncfs` can be trusted.
+
+    /// `fstat(dir)`: the directory's identity, `(st_dev, st_ino)`.
+    fn dir_id(&self, dir: &Self::Dir) -> io::Result<(u64, u64)>;
+
+    /// `fstatfs(dir)`: the filesystem type (`f_type`, e.g. `0xEF53` for
+    /// ext2/3/4, `0x794C7630` for overlayfs).
+    fn fs_type(&self, dir: &Self::Dir) -> io::Result<u64>;
+
+    /// `uname()`: the kernel's (major, minor) version; `(0, 0)` where it
+    /// cannot be read. Not a per-call syscall: read once per process.
+    fn kernel_version(&self) -> (u32, u32);
 }
