@@ -384,7 +384,12 @@ impl<S: Sys> Drop for Entries<S> {
     }
 }
 
-fn batch_error(error: Error, replaced: Vec<PathBuf>, total: usize, failed_dirs: Vec<PathBuf>) -> Error {
+fn batch_error(
+    error: Error,
+    replaced: Vec<PathBuf>,
+    total: usize,
+    failed_dirs: Vec<PathBuf>,
+) -> Error {
     Error::Batch {
         source: Box::new(error),
         replaced,

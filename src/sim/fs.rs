@@ -124,7 +124,9 @@ pub(crate) enum Op {
     SyncAll,
     /// `syncfs` on one of several filesystems: everything so far on the
     /// inodes listed (those of that filesystem) is durable.
-    SyncFs { inos: std::collections::BTreeSet<Ino> },
+    SyncFs {
+        inos: std::collections::BTreeSet<Ino>,
+    },
 }
 
 /// Process credentials for permission checks.

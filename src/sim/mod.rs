@@ -222,9 +222,17 @@ impl SimFs {
         let mut st = self.lock();
         let ino = st
             .volatile
-            .walk(ROOT, path.as_ref().as_os_str().as_encoded_bytes(), true, SETUP)
+            .walk(
+                ROOT,
+                path.as_ref().as_os_str().as_encoded_bytes(),
+                true,
+                SETUP,
+            )
             .map_err(errno::error)?;
-        if !matches!(st.volatile.get(ino).map(|i| &i.node), Some(Node::Dir { .. })) {
+        if !matches!(
+            st.volatile.get(ino).map(|i| &i.node),
+            Some(Node::Dir { .. })
+        ) {
             return Err(errno::error(errno::NOTDIR));
         }
         let dev = st.mounts.len() as u64 + 1;
@@ -251,9 +259,17 @@ impl SimFs {
         let cwd = st.cwd;
         let ino = st
             .volatile
-            .walk(cwd, path.as_ref().as_os_str().as_encoded_bytes(), true, SETUP)
+            .walk(
+                cwd,
+                path.as_ref().as_os_str().as_encoded_bytes(),
+                true,
+                SETUP,
+            )
             .map_err(errno::error)?;
-        if !matches!(st.volatile.get(ino).map(|i| &i.node), Some(Node::Dir { .. })) {
+        if !matches!(
+            st.volatile.get(ino).map(|i| &i.node),
+            Some(Node::Dir { .. })
+        ) {
             return Err(errno::error(errno::NOTDIR));
         }
         st.cwd = ino;
@@ -265,7 +281,11 @@ impl SimFs {
     ///
     /// # Errors
     /// `ENOENT` if there is nothing at `path`; `EINVAL` if it is not a symlink.
-    pub fn repoint_symlink(&self, path: impl AsRef<Path>, target: impl AsRef<Path>) -> io::Result<()> {
+    pub fn repoint_symlink(
+        &self,
+        path: impl AsRef<Path>,
+        target: impl AsRef<Path>,
+    ) -> io::Result<()> {
         let mut st = self.lock();
         let bytes = path.as_ref().as_os_str().as_encoded_bytes();
         let ino = st

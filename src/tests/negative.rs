@@ -180,9 +180,9 @@ fn batch_renaming_before_the_flush_is_caught() {
     // rename: the first rename can reach the disk before the data.
     #[rustfmt::skip]
     let expected: [(Model, Found); 4] = [
-        (CONSERVATIVE, Some(("batch /d/a- /d/b- Durable 600B", "after #10 rename_at", "mode 0o0"))),
-        (EXT4, Some(("batch /d/a- /d/b- Durable 600B", "after #10 rename_at", "file of 0 bytes"))),
-        (EXT4_NOAUTO, Some(("batch /d/a- /d/b- Durable 600B", "after #10 rename_at", "file of 0 bytes"))),
+        (CONSERVATIVE, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "mode 0o0"))),
+        (EXT4, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "file of 0 bytes"))),
+        (EXT4_NOAUTO, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "file of 0 bytes"))),
         // kill -9 keeps the page cache.
         (KILL, None),
     ];
@@ -229,7 +229,7 @@ fn a_dir_fsync_error_that_looks_like_an_early_failure_is_caught_by_the_fault_tie
     let report = check_images(&sim, &oracle, KILL, &Budget::default());
     let v = report.first.expect("caught in the images");
     // The final point: the failed sync_dir added no effect.
-    assert_eq!(v.point, "after #10 rename_at", "{v}");
+    assert_eq!(v.point, "after #13 rename_at", "{v}");
     assert!(
         v.message.contains("after an early error /d/a is not old"),
         "{v}"
