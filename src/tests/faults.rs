@@ -512,13 +512,7 @@ struct BatchPath {
 }
 
 fn batch_paths() -> Vec<BatchPath> {
-    let base = BatchCase {
-        files: vec![("/d/a", true), ("/e/c", true), ("/d/b", false)],
-        durability: Durability::Durable,
-        unnamed_temp: false,
-        payload_len: 600,
-        broken: None,
-    };
+    let base = BatchCase::plain(vec![("/d/a", true), ("/e/c", true), ("/d/b", false)]);
     let path = |name, case| BatchPath {
         name,
         case,
