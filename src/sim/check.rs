@@ -1117,6 +1117,18 @@ impl BatchCase {
     /// Writes every file into the batch and commits. A failed write drops
     /// the batch (removing the temps written so far) and returns its error.
     pub fn run(&self, sim: &SimFs) -> Result<(), Error> {
+        self.run_marked(sim).0
+    }
+
+    /// As [`run`](BatchCase::run); also returns the trace index at which
+    /// `commit` started (the trace length if it was never called).
+    pub fn run_marked(&self, sim: &SimFs) -> (Result<(), Error>, usize) {
+        let result = self.write_all(sim);
+        let start = sim.trace().len();
+        (result.and_then(|batch| batch.commit()), start)
+    }
+
+    fn write_all(&self, sim: &SimFs) -> Result<super::SimBatch, Error> {
         let mut batch = sim.batch(&self.options());
         if let Some(max) = self.open_temps_max {
             batch.set_open_temps_max(max);
@@ -1142,7 +1154,7 @@ impl BatchCase {
             opts.durability(self.durability_of(i));
             batch.write_with(&opts, given, &payload(self.payload_len, i as u8 + 1))?;
         }
-        batch.commit()
+        Ok(batch)
     }
 }
 
@@ -1155,6 +1167,11 @@ pub struct BatchOracle {
     pub durable: bool,
     /// Files that asked for `Consistent` only (exempt from `durable`).
     pub consistent: Vec<PathBuf>,
+    /// After an error: the `Durable` files it lists as replaced whose
+    /// directory it does not name as failed. Their directory was fsynced
+    /// (also on the failure path, after a failed rename), so they must be
+    /// new at the final point.
+    pub synced: Vec<PathBuf>,
     /// After an error, the files it lists as replaced ([`Error::replaced`]);
     /// every other file must be old at the final point. `None` after `Ok`.
     pub replaced: Option<Vec<PathBuf>>,
@@ -1171,6 +1188,13 @@ impl BatchOracle {
             let now = version(fs, path);
             if now != *old && now != *new {
                 return Err(format!("{} is neither old nor new: {now}", path.display()));
+            }
+            if last && self.synced.contains(path) && now != *new {
+                return Err(format!(
+                    "after an error that lists {} as replaced in a directory it does not \
+                     name as failed, it is not new: {now}",
+                    path.display()
+                ));
             }
             if last && self.durable && !self.consistent.contains(path) && now != *new {
                 return Err(format!(
@@ -1235,9 +1259,37 @@ pub fn run_batch_case_with(
             .map(|i| PathBuf::from(case.files[i].0))
             .collect(),
         replaced: result.as_ref().err().map(|e| e.replaced().to_vec()),
+        synced: result
+            .as_ref()
+            .err()
+            .map_or_else(Vec::new, |e| synced_after(case, e)),
         dropped_leftovers: 0,
     };
     (sim, oracle, result)
+}
+
+/// The `Durable` files `e` lists as replaced, in a directory it does not
+/// name as failed. A failed directory given as `.` or `/l` (one path
+/// string, two directories) could be either: then none is claimed.
+fn synced_after(case: &BatchCase, e: &Error) -> Vec<PathBuf> {
+    let failed = e.failed_dirs();
+    if failed
+        .iter()
+        .any(|d| d.is_relative() || d.starts_with("/l"))
+    {
+        return Vec::new();
+    }
+    case.files
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, _))| (i, Path::new(p)))
+        .filter(|&(i, p)| {
+            case.durability_of(i) == Durability::Durable
+                && e.replaced().iter().any(|r| same_file(p, r))
+                && !failed.iter().any(|d| p.parent() == Some(d.as_path()))
+        })
+        .map(|(_, p)| p.to_path_buf())
+        .collect()
 }
 
 /// Checks the volatile view after a batch run: after `Ok` every file is

@@ -557,3 +557,28 @@ fn backup_that_already_is_the_old_file_leaves_no_temp_link() {
         "{trace:#?}"
     );
 }
+
+#[test]
+fn batch_keeps_fsyncing_directories_after_one_fails_and_names_it() {
+    // issue 10: /d's fsync fails; /e is still fsynced, and the error
+    // names /d and lists every replaced file.
+    let sim = two_dirs();
+    sim.fail_first(Call::SyncDir, errnos::EIO);
+    let mut batch = sim.batch(&Options::new());
+    batch.write("/d/a", b"new a").unwrap();
+    batch.write("/e/c", b"new c").unwrap();
+    batch.write("/d/b", b"new b").unwrap();
+    let err = batch.commit().unwrap_err();
+    let trace = sim.trace_lines();
+    let n = trace.len();
+    assert_eq!(
+        trace[n - 2..],
+        ["sync_dir(/d) = EIO (injected)", "sync_dir(/e) = ok"],
+        "{trace:#?}"
+    );
+    assert_eq!(err.failed_dirs(), [std::path::PathBuf::from("/d")]);
+    assert_eq!(err.replaced().len(), 3, "{err}");
+    assert!(err.target_replaced(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("fsync failed for directory /d"), "{text}");
+}
