@@ -38,7 +38,7 @@ pub(crate) fn sweep<S: Sys>(sys: &S, dir_path: &Path, now: i64) -> Result<usize,
                 && now - st.mtime >= GRACE_SECS
                 && sys.lock(&file, false).is_ok()
                 // Unlocked, but perhaps closed early by a live batch.
-                && !batch_alive(sys, &dir)
+                && !batch_alive(sys, &dir, name)
                 // Still the same file under that name: not renamed away and
                 // replaced by something else since we opened it.
                 && sys
@@ -71,13 +71,14 @@ pub(crate) fn sweep<S: Sys>(sys: &S, dir_path: &Path, now: i64) -> Result<usize,
 /// belong to a live batch and is left alone. Called after the temp's lock
 /// was taken: the temp was closed before, so its anchor already exists. An
 /// anchor we can lock belongs to a dead batch (the main loop removes it).
-fn batch_alive<S: Sys>(sys: &S, dir: &S::Dir) -> bool {
+/// `this` (the name being examined, which we hold locked) is skipped.
+fn batch_alive<S: Sys>(sys: &S, dir: &S::Dir, this: &std::ffi::OsStr) -> bool {
     let Ok(names) = sys.read_dir(dir) else {
         return true; // cannot tell: keep the temp
     };
     names
         .iter()
-        .filter(|n| crate::batch::is_anchor_name(n))
+        .filter(|n| n.as_os_str() != this && crate::batch::is_anchor_name(n))
         .any(|name| {
             let Ok(anchor) = sys.open_read_at(dir, name) else {
                 return false; // gone: that batch finished

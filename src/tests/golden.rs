@@ -582,3 +582,41 @@ fn batch_keeps_fsyncing_directories_after_one_fails_and_names_it() {
     let text = err.to_string();
     assert!(text.contains("fsync failed for directory /d"), "{text}");
 }
+
+#[test]
+fn sweep_leaves_the_closed_temps_of_a_live_batch_alone() {
+    // issue 10: a batch closes temps past its open-temp limit (they lose
+    // their flock); its locked anchor keeps `sweep` off them.
+    let sim = two_dirs();
+    let mut batch = sim.batch(&Options::new());
+    batch.set_open_temps_max(1);
+    for name in ["x", "y", "z"] {
+        batch.write(format!("/d/{name}"), name.as_bytes()).unwrap();
+    }
+    let temps = |sim: &SimFs| {
+        sim.list_dir("/d")
+            .unwrap()
+            .into_iter()
+            .filter(|n| crate::temp_name::is_temp_name(n))
+            .count()
+    };
+    // Three temps and one anchor.
+    assert_eq!(temps(&sim), 4);
+    assert_eq!(sim.sweep("/d", 1_000_000).unwrap(), 0);
+    assert_eq!(temps(&sim), 4);
+    batch.commit().unwrap();
+    assert_eq!(temps(&sim), 0, "the anchor is gone after the commit");
+    for name in ["x", "y", "z"] {
+        assert_eq!(
+            sim.read_file(format!("/d/{name}")).unwrap(),
+            name.as_bytes()
+        );
+    }
+    // A dead batch's anchor (nobody holds its lock) protects nothing and
+    // is swept like any stale temp.
+    sim.put_file("/d/.crashsafe-batch.aaaaaaaaaaaa.tmp", b"", 0o600, 0, 0)
+        .unwrap();
+    sim.put_file("/d/.x.bbbbbbbbbbbb.tmp", b"half", 0o600, 0, 0)
+        .unwrap();
+    assert_eq!(sim.sweep("/d", 1_000_000).unwrap(), 2);
+}
