@@ -404,14 +404,25 @@ fn batch_error(
 /// [`write`](Batch::write) puts each file's new content in its own temp
 /// beside it; nothing is visible until [`commit`](Batch::commit), which
 /// flushes all temps together, renames each over its target and fsyncs each
-/// distinct directory once. After a crash every file is its old or its new
-/// version (the batch as a whole is *not* atomic: some files may be new and
-/// others old). After `Ok`, all are durably new. Dropping a batch without
+/// directory holding a [`Durable`](crate::Durability::Durable) file once.
+/// After a crash every file is its old or its new version (the batch as a
+/// whole is *not* atomic: some files may be new and others old). After
+/// `Ok`, every `Durable` file is durably new. Dropping a batch without
 /// committing removes its temps.
 ///
+/// Directories are told apart by identity (device and inode of the opened
+/// directory), not by path: relative paths with a `chdir` in between, a
+/// symlinked directory repointed between writes, and bind mounts are all
+/// handled. The data flush is one `syncfs` per filesystem where `syncfs`
+/// reports write-back errors (ext4, XFS, btrfs, f2fs, tmpfs on Linux 5.8
+/// and later) and an `fsync` of each file elsewhere (overlayfs, FUSE, NFS,
+/// older kernels), so `Ok` never covers data the kernel failed to write.
+///
 /// Any number of files: a batch keeps one file descriptor per distinct
-/// directory and at most 64 temps open (plus one anchor per directory once
-/// it holds more), so it fits the common `ulimit -n 1024`.
+/// directory and at most 64 temps open (plus one locked marker file,
+/// `.crashsafe-batch.*.tmp`, per directory once it holds more, which keeps
+/// [`sweep`](fn@crate::sweep) away from its closed temps), so it fits the
+/// common `ulimit -n 1024`.
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -493,7 +504,10 @@ impl Batch {
     /// An [`Error::Batch`] naming the file and step that failed and
     /// listing the files already replaced ([`Error::replaced`]); every other
     /// file keeps its old content and its temp is removed (one that cannot
-    /// be removed is named by [`Error::temp_left`]).
+    /// be removed is named by [`Error::temp_left`]). A failed directory
+    /// fsync does not stop the others: [`Error::failed_dirs`] names every
+    /// directory whose fsync failed, and only the replaced files in those
+    /// are of unknown durability.
     pub fn commit(self) -> Result<(), Error> {
         self.entries.commit()
     }
