@@ -296,7 +296,7 @@ fn a_dir_fsync_error_that_looks_like_an_early_failure_is_caught_by_the_fault_tie
     let report = check_images(&sim, &oracle, KILL, &Budget::default());
     let v = report.first.expect("caught in the images");
     // The final point: the failed sync_dir added no effect.
-    assert_eq!(v.point, "after #13 rename_at", "{v}");
+    assert_eq!(v.point, "after #10 rename_at", "{v}");
     assert!(
         v.message.contains("after an early error /d/a is not old"),
         "{v}"
