@@ -22,6 +22,7 @@
 //! CRASHSAFE_BENCH_ROUNDS=21 cargo bench --bench batch
 //! cargo bench --bench batch -- --quick               # smoke test: 100 and 1,000 files, 2 rounds
 //! CRASHSAFE_BENCH_DIR=/mnt/x cargo bench --bench batch
+//! cargo bench --bench batch -- --files 10000 --rounds 9   # one size only
 //! ```
 
 mod common;
@@ -205,12 +206,18 @@ fn main() {
     let quick = args.quick();
     let rounds = args.number("--rounds", "CRASHSAFE_BENCH_ROUNDS");
     // (files, rounds): fewer rounds for the big batches, which take long.
-    let sizes: Vec<(usize, usize)> = if quick {
+    let only = args.number("--files", "CRASHSAFE_BENCH_FILES");
+    let mut sizes: Vec<(usize, usize)> = if quick {
         vec![(100, 2), (1000, 2)]
     } else {
         let r = rounds.map_or(15, |r| r as usize);
         vec![(100, r), (1000, r.div_ceil(2)), (10_000, r.div_ceil(3))]
     };
+    if let Some(n) = only {
+        // One size only, with all the rounds asked for.
+        let r = rounds.map_or(if quick { 2 } else { 15 }, |r| r as usize);
+        sizes = vec![(n as usize, r)];
+    }
     println!("{}", environment());
     let disk = tempfile::tempdir_in(disk_base(&args)).unwrap();
     let label = format!("{} ({})", disk.path().display(), fs_type(disk.path()));
