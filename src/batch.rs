@@ -264,7 +264,7 @@ impl<S: Sys> Entries<S> {
                 // the caller learns these files are new, so they must stay
                 // new after a power cut (unless a directory fsync fails,
                 // which the error then names).
-                let failed = self.sync_dirs(&replaced);
+                let (failed, _) = self.sync_dirs(&replaced);
                 return Err(self.batch_error(e, &replaced, failed));
             }
             replaced.push(i);
@@ -272,13 +272,11 @@ impl<S: Sys> Entries<S> {
         // No temp is left: the anchors can go, before the directory fsyncs
         // so that their removal is durable with the renames.
         self.remove_anchors();
-        let mut failed = self.sync_dirs(&replaced);
-        if failed.is_empty() {
-            return Ok(());
+        let (failed, first) = self.sync_dirs(&replaced);
+        match first {
+            None => Ok(()),
+            Some(e) => Err(self.batch_error(e, &replaced, failed)),
         }
-        let (_, first) = failed.remove(0);
-        let dirs = std::iter::once(first.1).chain(failed.into_iter().map(|(_, (_, d))| d));
-        Err(self.batch_error_dirs(first.0, &replaced, dirs.collect()))
     }
 
     /// Gets every temp's data and metadata to disk before any rename,
@@ -319,7 +317,13 @@ impl<S: Sys> Entries<S> {
     fn abandon(&mut self, e: Error, total: usize) -> Error {
         let e = self.remove_temps(e);
         self.remove_anchors();
-        batch_error(e, Vec::new(), total, Vec::new())
+        Error::Batch {
+            source: Box::new(e),
+            replaced: Vec::new(),
+            total,
+            failed_dirs: Vec::new(),
+            unsynced: Vec::new(),
+        }
     }
 
     /// After a failed commit: removes the temps not renamed (and closes
@@ -338,10 +342,11 @@ impl<S: Sys> Entries<S> {
     }
 
     /// fsyncs each directory holding a `Durable` entry of `which`, once,
-    /// and carries on past failures: returns each failed directory with
-    /// its error (naming a file in it) and path.
-    fn sync_dirs(&self, which: &[usize]) -> Vec<(usize, (Error, PathBuf))> {
+    /// and carries on past failures: returns each failed directory (index
+    /// and path) and the first failure's error (naming a file in it).
+    fn sync_dirs(&self, which: &[usize]) -> (Vec<(usize, PathBuf)>, Option<Error>) {
         let mut failed = Vec::new();
+        let mut first = None;
         for d in 0..self.dirs.len() {
             // The strictest durability in the directory wins: one Durable
             // file makes the directory's fsync necessary.
@@ -351,28 +356,34 @@ impl<S: Sys> Entries<S> {
             let Some(i) = durable else { continue };
             // All entries of the directory share its fd: this fsyncs `d`.
             if let Err(e) = self.entries[i].sync_parent() {
-                failed.push((d, (e, self.dirs[d].path.clone())));
+                failed.push((d, self.dirs[d].path.clone()));
+                first.get_or_insert(e);
             }
         }
-        failed
+        (failed, first)
     }
 
-    fn batch_error(
-        &self,
-        e: Error,
-        replaced: &[usize],
-        failed: Vec<(usize, (Error, PathBuf))>,
-    ) -> Error {
-        let dirs = failed.into_iter().map(|(_, (_, d))| d).collect();
-        self.batch_error_dirs(e, replaced, dirs)
-    }
-
-    fn batch_error_dirs(&self, e: Error, replaced: &[usize], dirs: Vec<PathBuf>) -> Error {
-        let paths = replaced
+    /// The error of a failed commit: `e`, the files `replaced`, the
+    /// directories whose fsync `failed`, and the `Durable` files replaced
+    /// in those (new, but of unknown durability).
+    fn batch_error(&self, e: Error, replaced: &[usize], failed: Vec<(usize, PathBuf)>) -> Error {
+        let target = |i: usize| self.entries[i].target().to_path_buf();
+        let unsynced = replaced
             .iter()
-            .map(|&i| self.entries[i].target().to_path_buf())
+            .copied()
+            .filter(|&i| {
+                failed.iter().any(|(d, _)| *d == self.dir_of[i])
+                    && self.entries[i].durability() == Durability::Durable
+            })
+            .map(target)
             .collect();
-        batch_error(e, paths, self.entries.len(), dirs)
+        Error::Batch {
+            source: Box::new(e),
+            replaced: replaced.iter().copied().map(target).collect(),
+            total: self.entries.len(),
+            failed_dirs: failed.into_iter().map(|(_, d)| d).collect(),
+            unsynced,
+        }
     }
 }
 
@@ -381,20 +392,6 @@ impl<S: Sys> Drop for Entries<S> {
     fn drop(&mut self) {
         self.entries.clear();
         self.remove_anchors();
-    }
-}
-
-fn batch_error(
-    error: Error,
-    replaced: Vec<PathBuf>,
-    total: usize,
-    failed_dirs: Vec<PathBuf>,
-) -> Error {
-    Error::Batch {
-        source: Box::new(error),
-        replaced,
-        total,
-        failed_dirs,
     }
 }
 
@@ -506,8 +503,8 @@ impl Batch {
     /// file keeps its old content and its temp is removed (one that cannot
     /// be removed is named by [`Error::temp_left`]). A failed directory
     /// fsync does not stop the others: [`Error::failed_dirs`] names every
-    /// directory whose fsync failed, and only the replaced files in those
-    /// are of unknown durability.
+    /// directory whose fsync failed, and [`Error::unsynced`] lists the
+    /// replaced files in those, the only ones of unknown durability.
     pub fn commit(self) -> Result<(), Error> {
         self.entries.commit()
     }

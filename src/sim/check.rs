@@ -1167,10 +1167,9 @@ pub struct BatchOracle {
     pub durable: bool,
     /// Files that asked for `Consistent` only (exempt from `durable`).
     pub consistent: Vec<PathBuf>,
-    /// After an error: the `Durable` files it lists as replaced whose
-    /// directory it does not name as failed. Their directory was fsynced
-    /// (also on the failure path, after a failed rename), so they must be
-    /// new at the final point.
+    /// After an error: the `Durable` files it lists as replaced and not as
+    /// unsynced. Their directory was fsynced (also on the failure path,
+    /// after a failed rename), so they must be new at the final point.
     pub synced: Vec<PathBuf>,
     /// After an error, the files it lists as replaced ([`Error::replaced`]);
     /// every other file must be old at the final point. `None` after `Ok`.
@@ -1191,8 +1190,8 @@ impl BatchOracle {
             }
             if last && self.synced.contains(path) && now != *new {
                 return Err(format!(
-                    "after an error that lists {} as replaced in a directory it does not \
-                     name as failed, it is not new: {now}",
+                    "after an error that lists {} as replaced and not as unsynced, \
+                     it is not new: {now}",
                     path.display()
                 ));
             }
@@ -1268,17 +1267,9 @@ pub fn run_batch_case_with(
     (sim, oracle, result)
 }
 
-/// The `Durable` files `e` lists as replaced, in a directory it does not
-/// name as failed. A failed directory given as `.` or `/l` (one path
-/// string, two directories) could be either: then none is claimed.
+/// The `Durable` files `e` lists as replaced and not as unsynced (their
+/// directory's fsync did not fail).
 fn synced_after(case: &BatchCase, e: &Error) -> Vec<PathBuf> {
-    let failed = e.failed_dirs();
-    if failed
-        .iter()
-        .any(|d| d.is_relative() || d.starts_with("/l"))
-    {
-        return Vec::new();
-    }
     case.files
         .iter()
         .enumerate()
@@ -1286,7 +1277,7 @@ fn synced_after(case: &BatchCase, e: &Error) -> Vec<PathBuf> {
         .filter(|&(i, p)| {
             case.durability_of(i) == Durability::Durable
                 && e.replaced().iter().any(|r| same_file(p, r))
-                && !failed.iter().any(|d| p.parent() == Some(d.as_path()))
+                && !e.unsynced().iter().any(|r| same_file(p, r))
         })
         .map(|(_, p)| p.to_path_buf())
         .collect()

@@ -577,10 +577,19 @@ fn batch_keeps_fsyncing_directories_after_one_fails_and_names_it() {
         "{trace:#?}"
     );
     assert_eq!(err.failed_dirs(), [std::path::PathBuf::from("/d")]);
+    let unsynced: Vec<_> = err
+        .unsynced()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(unsynced, ["/d/a", "/d/b"], "{err}");
     assert_eq!(err.replaced().len(), 3, "{err}");
     assert!(err.target_replaced(), "{err}");
     let text = err.to_string();
-    assert!(text.contains("fsync failed for directory /d"), "{text}");
+    assert!(
+        text.contains("fsync failed for directory /d, so the durability of /d/a, /d/b is unknown"),
+        "{text}"
+    );
 }
 
 #[test]
