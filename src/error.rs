@@ -229,7 +229,7 @@ pub enum Error {
     },
     /// A [`Batch`](crate::Batch) commit failed: `source` says for which file
     /// and at which step; `replaced` lists the files already replaced.
-    #[error("{source} (in a batch of {total} files, {} already replaced)", replaced.len())]
+    #[error("{source} (in a batch of {total} files, {} already replaced{})", replaced.len(), dirs_note(failed_dirs, unsynced))]
     Batch {
         /// The failure, naming its file and step.
         #[source]
@@ -238,6 +238,11 @@ pub enum Error {
         replaced: Vec<PathBuf>,
         /// How many files the batch held.
         total: usize,
+        /// The directories whose fsync failed (issue 10).
+        failed_dirs: Vec<PathBuf>,
+        /// The `Durable` files of `replaced` in those directories: new, but
+        /// of unknown durability (issue 10).
+        unsynced: Vec<PathBuf>,
     },
     /// `create_new` was set and the target already exists; nothing was changed.
     #[error("cannot create {}: it already exists", target.display())]
@@ -245,6 +250,22 @@ pub enum Error {
         /// The path the caller asked to create.
         target: PathBuf,
     },
+}
+
+/// Names the directories whose fsync failed in a batch.
+fn dirs_note(dirs: &[PathBuf], unsynced: &[PathBuf]) -> String {
+    let show = |paths: &[PathBuf]| {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        names.join(", ")
+    };
+    match dirs.len() {
+        0 => String::new(),
+        _ => format!(
+            "; fsync failed for directory {}, so the durability of {} is unknown",
+            show(dirs),
+            show(unsynced)
+        ),
+    }
 }
 
 fn replaced_note(step: Step) -> &'static str {
@@ -300,6 +321,26 @@ impl Error {
     pub fn replaced(&self) -> &[PathBuf] {
         match self {
             Error::Batch { replaced, .. } => replaced,
+            _ => &[],
+        }
+    }
+
+    /// For a [`Batch`](crate::Batch) error, the directories whose fsync
+    /// failed: the replaced files in them may not survive a power cut.
+    pub fn failed_dirs(&self) -> &[PathBuf] {
+        match self {
+            Error::Batch { failed_dirs, .. } => failed_dirs,
+            _ => &[],
+        }
+    }
+
+    /// For a [`Batch`](crate::Batch) error, the files that hold their new
+    /// content but whose directory fsync failed: a power cut may still
+    /// undo them. Every other `Durable` file in [`replaced`](Error::replaced)
+    /// is durable.
+    pub fn unsynced(&self) -> &[PathBuf] {
+        match self {
+            Error::Batch { unsynced, .. } => unsynced,
             _ => &[],
         }
     }

@@ -25,6 +25,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, InvalidReason, Step};
 use crate::options::{Durability, HardLinks, Options};
@@ -60,6 +61,8 @@ pub enum Broken {
     /// `create_new` by looking first: `fstatat` the target, then a plain
     /// rename if it was absent (a racing creator is clobbered).
     CheckThenRename,
+    /// A batch groups directories by their path string, not by identity.
+    GroupByPath,
 }
 
 /// A replace in progress: the temp exists and the target is untouched.
@@ -69,7 +72,8 @@ pub(crate) struct Replace<S: Sys> {
     target: PathBuf,
     /// The directory the protocol works in (the resolved parent).
     parent: PathBuf,
-    dir: S::Dir,
+    /// Shared by the entries of a batch in one directory (issue 10).
+    dir: Arc<S::Dir>,
     /// The target's file name in `dir` (after following symlinks).
     name: OsString,
     temp: OsString,
@@ -83,6 +87,10 @@ pub(crate) struct Replace<S: Sys> {
     /// That file's ACL and extended attributes, read through its descriptor.
     old_attrs: OldAttrs,
     opts: Options,
+    /// Whether `dir` was opened for reading rather than `O_PATH` (a
+    /// directory we may search and write but not read): only then can it
+    /// be fsynced or `syncfs`ed.
+    dir_readable: bool,
     /// Write position and current length of the temp (it starts empty).
     pos: u64,
     len: u64,
@@ -111,12 +119,18 @@ fn resolve<S: Sys>(
     sys: &S,
     target: &Path,
     opts: &Options,
-) -> Result<(PathBuf, S::Dir, OsString, Option<Stat>), Error> {
+) -> Result<(PathBuf, S::Dir, OsString, Option<Stat>, bool), Error> {
     let (mut parent, name) = split(target).map_err(|r| Error::invalid(target, r))?;
     let mut name = name.to_os_string();
+    // Whether `dir` was opened for reading (not `O_PATH`), so it can be
+    // fsynced and `syncfs`ed.
+    let mut readable = true;
     let mut dir = match sys.open_dir(&parent) {
         Ok(dir) => dir,
-        Err(e) => open_unreadable_dir(sys, None, &parent, e, target, opts)?,
+        Err(e) => {
+            readable = false;
+            open_unreadable_dir(sys, None, &parent, e, target, opts)?
+        }
     };
     for _ in 0..=SYMLINK_HOPS_MAX {
         let stat = match sys.stat_at(&dir, &name) {
@@ -126,7 +140,7 @@ fn resolve<S: Sys>(
         };
         let link = match stat {
             Some(st) if opts.follow_symlinks && st.kind == Kind::Symlink => st,
-            _ => return Ok((parent, dir, name, stat)),
+            _ => return Ok((parent, dir, name, stat, readable)),
         };
         let at = parent.join(&name);
         may_follow(sys, &dir, &link, target, &at)?;
@@ -140,8 +154,14 @@ fn resolve<S: Sys>(
         // against the link's own directory (an absolute one ignores `dir`).
         if to_parent != Path::new(".") {
             let next = match sys.open_dir_at(Some(&dir), &to_parent, false) {
-                Ok(next) => next,
-                Err(e) => open_unreadable_dir(sys, Some(&dir), &to_parent, e, target, opts)?,
+                Ok(next) => {
+                    readable = true;
+                    next
+                }
+                Err(e) => {
+                    readable = false;
+                    open_unreadable_dir(sys, Some(&dir), &to_parent, e, target, opts)?
+                }
             };
             dir = next;
             // For messages only: the kernel never sees this path.
@@ -421,9 +441,11 @@ fn no_xattrs(e: &io::Error) -> bool {
 impl<S: Sys> Replace<S> {
     /// Steps 1-3: resolve, inspect, create the temp.
     pub(crate) fn open(sys: S, target: &Path, opts: &Options) -> Result<Replace<S>, Error> {
-        let (parent, dir, name, existing) = resolve(&sys, target, opts)?;
+        let (parent, dir, name, existing, readable) = resolve(&sys, target, opts)?;
         let old = classify(target, existing, opts)?;
-        Replace::create(sys, target, opts, parent, dir, name, old)
+        let mut replace = Replace::create(sys, target, opts, parent, dir, name, old)?;
+        replace.dir_readable = readable;
+        Ok(replace)
     }
 
     /// Step 3: the temp file in the target's directory, locked so that
@@ -450,7 +472,7 @@ impl<S: Sys> Replace<S> {
             sys,
             target: target.to_path_buf(),
             parent,
-            dir,
+            dir: Arc::new(dir),
             temp: OsString::new(),
             name,
             named: false,
@@ -458,6 +480,7 @@ impl<S: Sys> Replace<S> {
             old,
             old_attrs,
             opts: opts.clone(),
+            dir_readable: true,
             pos: 0,
             len: 0,
         };
@@ -504,7 +527,7 @@ impl<S: Sys> Replace<S> {
     where
         F: FnOnce(Option<&[u8]>) -> io::Result<Vec<u8>>,
     {
-        let (parent, dir, name, _) = resolve(&sys, target, opts)?;
+        let (parent, dir, name, _, _) = resolve(&sys, target, opts)?;
         // The lock lives on the directory, not the target: every replace
         // gives the target a new inode, so a lock on it would guard nothing.
         // The kernel drops it when `dir` is closed, or the process dies.
@@ -535,11 +558,6 @@ impl<S: Sys> Replace<S> {
     /// The directory the protocol works in (the resolved parent).
     pub(crate) fn parent(&self) -> &Path {
         &self.parent
-    }
-
-    /// `syncfs` on the target's filesystem (a batch's data flush).
-    pub(crate) fn sync_filesystem(&self) -> io::Result<()> {
-        self.sys.sync_fs(&self.dir)
     }
 
     /// Step 8 alone: fsync the directory (once per directory in a batch).
@@ -698,6 +716,21 @@ impl<S: Sys> Replace<S> {
             self.sys.close(file);
         }
         Ok(())
+    }
+
+    /// As [`Replace::discard`], leaving `self` emptied in place (issue 10:
+    /// a batch keeps its entries' indices).
+    pub(crate) fn discard_in_place(&mut self) -> Result<(), Error> {
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
+        }
+        if !self.named {
+            return Ok(());
+        }
+        self.named = false;
+        self.sys.unlink_at(&self.dir, &self.temp).map_err(|e| {
+            Error::io(Step::RemoveTemp, &self.target, e).with_temp_left(self.temp_path())
+        })
     }
 
     /// Removes the temp without touching the target.
@@ -986,6 +1019,45 @@ impl<S: Sys> Replace<S> {
         self.parent.join(&self.temp)
     }
 
+    // issue 10: a batch shares one directory fd per directory and closes
+    // temps early.
+
+    /// The open parent directory.
+    pub(crate) fn dir(&self) -> &Arc<S::Dir> {
+        &self.dir
+    }
+
+    /// Works through `dir` from now on, closing this replace's own fd of
+    /// the parent. `dir` must be the same directory (same `st_dev` and
+    /// `st_ino`), opened no later than this replace's own.
+    pub(crate) fn share_dir(&mut self, dir: Arc<S::Dir>) {
+        self.dir = dir;
+    }
+
+    /// Whether the parent was opened for reading (not `O_PATH`).
+    pub(crate) fn dir_readable(&self) -> bool {
+        self.dir_readable
+    }
+
+    /// Whether the temp's fd is still open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Closes the temp's fd; its name stays (and with it the new content),
+    /// so `publish_prepared` still renames it. The caller has run
+    /// `prepare` (and `sync_temp` where it must), which need the fd.
+    pub(crate) fn close_temp(&mut self) {
+        if let Some(file) = self.file.take() {
+            self.sys.close(file);
+        }
+    }
+
+    /// The durability this file asked for.
+    pub(crate) fn durability(&self) -> Durability {
+        self.opts.durability
+    }
+
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn broken(&self, variant: Broken) -> bool {
         self.opts.broken == Some(variant)
@@ -1011,6 +1083,7 @@ pub(crate) enum Broken {
     UnlinkThenRename,
     DirSyncErrorLooksEarly,
     CheckThenRename,
+    GroupByPath,
 }
 
 impl<S: Sys> Drop for Replace<S> {

@@ -37,6 +37,8 @@ pub(crate) fn sweep<S: Sys>(sys: &S, dir_path: &Path, now: i64) -> Result<usize,
             st.kind == Kind::File
                 && now - st.mtime >= GRACE_SECS
                 && sys.lock(&file, false).is_ok()
+                // Unlocked, but perhaps closed early by a live batch.
+                && !batch_alive(sys, &dir, name)
                 // Still the same file under that name: not renamed away and
                 // replaced by something else since we opened it.
                 && sys
@@ -57,4 +59,32 @@ pub(crate) fn sweep<S: Sys>(sys: &S, dir_path: &Path, now: i64) -> Result<usize,
         sys.close(file);
     }
     Ok(removed)
+}
+
+// issue 10: the one rule about batches; the rest of sweep is not touched.
+
+/// Whether a live [`Batch`](crate::Batch) holds an anchor in `dir`. A batch
+/// closes temps early (to bound its fds), and a closed temp loses its
+/// `flock`; before closing one, the batch creates and locks an anchor in
+/// its directory and keeps it locked until every temp is renamed or
+/// removed. So an unlocked temp in a directory with a locked anchor may
+/// belong to a live batch and is left alone. Called after the temp's lock
+/// was taken: the temp was closed before, so its anchor already exists. An
+/// anchor we can lock belongs to a dead batch (the main loop removes it).
+/// `this` (the name being examined, which we hold locked) is skipped.
+fn batch_alive<S: Sys>(sys: &S, dir: &S::Dir, this: &std::ffi::OsStr) -> bool {
+    let Ok(names) = sys.read_dir(dir) else {
+        return true; // cannot tell: keep the temp
+    };
+    names
+        .iter()
+        .filter(|n| n.as_os_str() != this && crate::batch::is_anchor_name(n))
+        .any(|name| {
+            let Ok(anchor) = sys.open_read_at(dir, name) else {
+                return false; // gone: that batch finished
+            };
+            let locked = sys.lock(&anchor, false).is_err();
+            sys.close(anchor);
+            locked
+        })
 }

@@ -847,6 +847,39 @@ pub struct BatchCase {
     pub payload_len: usize,
     /// A deliberately broken protocol variant.
     pub broken: Option<Broken>,
+    // issue 10: directory identity, several filesystems, bounded fds.
+    /// The first file asks for `Consistent`, the others for `durability`.
+    pub mixed: bool,
+    /// `/e` is a filesystem of its own (ext4, another device).
+    pub two_fs: bool,
+    /// `/` is overlayfs: `syncfs` is not trusted, each temp is fsynced.
+    pub overlay: bool,
+    /// How the paths are given to the batch.
+    pub via: BatchVia,
+    /// At most this many open temps (`None`: the default, 64).
+    pub open_temps_max: Option<usize>,
+}
+
+/// How a batch case names its files (issue 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchVia {
+    /// Absolute paths: `/d/a`.
+    Direct,
+    /// `chdir` into the file's directory, then the bare name: every file
+    /// has the parent path `.`.
+    Chdir,
+    /// `/l/a`, with the symlink `/l` repointed at the file's directory
+    /// before each write: one path string, two directories.
+    Symlink,
+}
+
+/// Whether `reported` (a path an error lists) names the batch file `path`:
+/// the same path, or (for a case that gives relative or `/l/` paths) the
+/// same file name; the names of a case's files differ.
+fn same_file(path: &Path, reported: &Path) -> bool {
+    path == reported
+        || ((reported.is_relative() || reported.starts_with("/l"))
+            && path.file_name() == reported.file_name())
 }
 
 impl fmt::Display for BatchCase {
@@ -861,7 +894,22 @@ impl fmt::Display for BatchCase {
             self.durability,
             if self.unnamed_temp { " unnamed" } else { "" },
             self.payload_len
-        )
+        )?;
+        for (on, what) in [
+            (self.mixed, " mixed"),
+            (self.two_fs, " two-fs"),
+            (self.overlay, " overlay"),
+            (self.via == BatchVia::Chdir, " chdir"),
+            (self.via == BatchVia::Symlink, " via-symlink"),
+        ] {
+            if on {
+                f.write_str(what)?;
+            }
+        }
+        match self.open_temps_max {
+            Some(n) => write!(f, " open<={n}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -900,17 +948,106 @@ impl BatchCase {
                             .map(|(i, &p)| (p, present >> i & 1 == 1))
                             .collect();
                         out.push(BatchCase {
-                            files,
                             durability,
                             unnamed_temp,
-                            payload_len: 600,
-                            broken: None,
+                            ..BatchCase::plain(files)
                         });
                     }
                 }
             }
         }
         out
+    }
+
+    /// `files`, Durable, named temps, 600-byte payloads, absolute paths,
+    /// one filesystem, default limits.
+    pub fn plain(files: Vec<(&'static str, bool)>) -> BatchCase {
+        BatchCase {
+            files,
+            durability: Durability::Durable,
+            unnamed_temp: false,
+            payload_len: 600,
+            broken: None,
+            mixed: false,
+            two_fs: false,
+            overlay: false,
+            via: BatchVia::Direct,
+            open_temps_max: None,
+        }
+    }
+
+    /// Issue 10's cases: mixed durability in one directory; `chdir` and a
+    /// repointed symlink (one path string, two directories); two
+    /// filesystems; overlayfs; at most one open temp (each later temp is
+    /// closed early, under an anchor). Each with every file absent or
+    /// present, named and unnamed temps.
+    pub fn identity_suite() -> Vec<BatchCase> {
+        let one_dir = || vec![("/d/a", false), ("/d/b", false)];
+        let two_dirs = || vec![("/d/a", false), ("/e/c", false), ("/d/b", false)];
+        let mut shapes = vec![
+            BatchCase {
+                mixed: true,
+                ..BatchCase::plain(one_dir())
+            },
+            BatchCase {
+                mixed: true,
+                ..BatchCase::plain(two_dirs())
+            },
+            BatchCase {
+                via: BatchVia::Chdir,
+                ..BatchCase::plain(two_dirs())
+            },
+            BatchCase {
+                via: BatchVia::Symlink,
+                ..BatchCase::plain(two_dirs())
+            },
+            BatchCase {
+                two_fs: true,
+                ..BatchCase::plain(two_dirs())
+            },
+            BatchCase {
+                two_fs: true,
+                via: BatchVia::Chdir,
+                ..BatchCase::plain(two_dirs())
+            },
+            BatchCase {
+                overlay: true,
+                ..BatchCase::plain(two_dirs())
+            },
+        ];
+        for overlay in [false, true] {
+            for durability in [Durability::Durable, Durability::Consistent] {
+                shapes.push(BatchCase {
+                    overlay,
+                    durability,
+                    open_temps_max: Some(1),
+                    ..BatchCase::plain(two_dirs())
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for shape in shapes {
+            for present in [false, true] {
+                for unnamed_temp in [false, true] {
+                    let files = shape.files.iter().map(|&(p, _)| (p, present)).collect();
+                    out.push(BatchCase {
+                        files,
+                        unnamed_temp,
+                        ..shape.clone()
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The durability file `i` asks for.
+    pub fn durability_of(&self, i: usize) -> Durability {
+        if self.mixed && i == 0 {
+            Durability::Consistent
+        } else {
+            self.durability
+        }
     }
 
     /// The same case run by a broken protocol variant.
@@ -936,6 +1073,15 @@ impl BatchCase {
         sim.set_identity(0, 0, true);
         sim.mkdir("/d", 0o755).expect("fresh fs");
         sim.mkdir("/e", 0o755).expect("fresh fs");
+        if self.two_fs {
+            sim.mount("/e", 0xEF53).expect("fresh fs");
+        }
+        if self.overlay {
+            sim.set_root_fs_type(0x794C_7630);
+        }
+        if self.via == BatchVia::Symlink {
+            sim.symlink("/l", "/d").expect("fresh fs");
+        }
         for &(path, present) in &self.files {
             if present {
                 let data = format!("old {path}\n");
@@ -971,11 +1117,44 @@ impl BatchCase {
     /// Writes every file into the batch and commits. A failed write drops
     /// the batch (removing the temps written so far) and returns its error.
     pub fn run(&self, sim: &SimFs) -> Result<(), Error> {
+        self.run_marked(sim).0
+    }
+
+    /// As [`run`](BatchCase::run); also returns the trace index at which
+    /// `commit` started (the trace length if it was never called).
+    pub fn run_marked(&self, sim: &SimFs) -> (Result<(), Error>, usize) {
+        let result = self.write_all(sim);
+        let start = sim.trace().len();
+        (result.and_then(|batch| batch.commit()), start)
+    }
+
+    fn write_all(&self, sim: &SimFs) -> Result<super::SimBatch, Error> {
         let mut batch = sim.batch(&self.options());
-        for (i, &(path, _)) in self.files.iter().enumerate() {
-            batch.write(path, &payload(self.payload_len, i as u8 + 1))?;
+        if let Some(max) = self.open_temps_max {
+            batch.set_open_temps_max(max);
         }
-        batch.commit()
+        for (i, &(path, _)) in self.files.iter().enumerate() {
+            let path = Path::new(path);
+            let (dir, name) = (
+                path.parent().expect("a dir"),
+                path.file_name().expect("a name"),
+            );
+            let given = match self.via {
+                BatchVia::Direct => path.to_path_buf(),
+                BatchVia::Chdir => {
+                    sim.chdir(dir).expect("the case's directory");
+                    PathBuf::from(name)
+                }
+                BatchVia::Symlink => {
+                    sim.repoint_symlink("/l", dir).expect("the case's symlink");
+                    Path::new("/l").join(name)
+                }
+            };
+            let mut opts = self.options();
+            opts.durability(self.durability_of(i));
+            batch.write_with(&opts, given, &payload(self.payload_len, i as u8 + 1))?;
+        }
+        Ok(batch)
     }
 }
 
@@ -986,6 +1165,12 @@ pub struct BatchOracle {
     pub files: Vec<(PathBuf, Version, Version)>,
     /// `Ok` at Durable: every file new at the final point.
     pub durable: bool,
+    /// Files that asked for `Consistent` only (exempt from `durable`).
+    pub consistent: Vec<PathBuf>,
+    /// After an error: the `Durable` files it lists as replaced and not as
+    /// unsynced. Their directory was fsynced (also on the failure path,
+    /// after a failed rename), so they must be new at the final point.
+    pub synced: Vec<PathBuf>,
     /// After an error, the files it lists as replaced ([`Error::replaced`]);
     /// every other file must be old at the final point. `None` after `Ok`.
     pub replaced: Option<Vec<PathBuf>>,
@@ -1003,13 +1188,23 @@ impl BatchOracle {
             if now != *old && now != *new {
                 return Err(format!("{} is neither old nor new: {now}", path.display()));
             }
-            if last && self.durable && now != *new {
+            if last && self.synced.contains(path) && now != *new {
+                return Err(format!(
+                    "after an error that lists {} as replaced and not as unsynced, \
+                     it is not new: {now}",
+                    path.display()
+                ));
+            }
+            if last && self.durable && !self.consistent.contains(path) && now != *new {
                 return Err(format!(
                     "after Ok (Durable) {} is not new: {now}",
                     path.display()
                 ));
             }
-            let unreplaced = self.replaced.as_ref().is_some_and(|r| !r.contains(path));
+            let unreplaced = self
+                .replaced
+                .as_ref()
+                .is_some_and(|r| !r.iter().any(|r| same_file(path, r)));
             if last && unreplaced && now != *old {
                 return Err(format!(
                     "after a failed commit that did not replace it, {} is not old: {now}",
@@ -1028,7 +1223,11 @@ impl BatchOracle {
                 if !is_temp_name(&name) {
                     return Err(format!("unexpected name {}", path.display()));
                 }
-                temps += 1;
+                // A batch's anchors may stay after a crash (empty,
+                // temp-shaped, removed by `sweep`).
+                if !crate::batch::is_anchor_name(&name) {
+                    temps += 1;
+                }
             }
         }
         if temps > self.files.len() {
@@ -1054,10 +1253,34 @@ pub fn run_batch_case_with(
     let oracle = BatchOracle {
         files: case.expected(),
         durable: result.is_ok() && case.durability == Durability::Durable,
+        consistent: (0..case.files.len())
+            .filter(|&i| case.durability_of(i) == Durability::Consistent)
+            .map(|i| PathBuf::from(case.files[i].0))
+            .collect(),
         replaced: result.as_ref().err().map(|e| e.replaced().to_vec()),
+        synced: result
+            .as_ref()
+            .err()
+            .map_or_else(Vec::new, |e| synced_after(case, e)),
         dropped_leftovers: 0,
     };
     (sim, oracle, result)
+}
+
+/// The `Durable` files `e` lists as replaced and not as unsynced (their
+/// directory's fsync did not fail).
+fn synced_after(case: &BatchCase, e: &Error) -> Vec<PathBuf> {
+    case.files
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, _))| (i, Path::new(p)))
+        .filter(|&(i, p)| {
+            case.durability_of(i) == Durability::Durable
+                && e.replaced().iter().any(|r| same_file(p, r))
+                && !e.unsynced().iter().any(|r| same_file(p, r))
+        })
+        .map(|(_, p)| p.to_path_buf())
+        .collect()
 }
 
 /// Checks the volatile view after a batch run: after `Ok` every file is
@@ -1085,12 +1308,12 @@ pub fn check_batch_volatile(
     drop(st);
     let replaced = result.as_ref().err().map_or(&[][..], Error::replaced);
     for r in replaced {
-        if !oracle.files.iter().any(|(p, _, _)| p == r) {
+        if !oracle.files.iter().any(|(p, _, _)| same_file(p, r)) {
             return bad(format!("the error lists {} as replaced", r.display()));
         }
     }
     for ((path, old, new), now) in oracle.files.iter().zip(&now) {
-        let want_new = result.is_ok() || replaced.contains(path);
+        let want_new = result.is_ok() || replaced.iter().any(|r| same_file(path, r));
         let want = if want_new { new } else { old };
         if now != want {
             let said = match result {

@@ -122,6 +122,11 @@ pub(crate) enum Op {
     SyncLost { ino: Ino },
     /// `sync()`: everything so far is durable.
     SyncAll,
+    /// `syncfs` on one of several filesystems: everything so far on the
+    /// inodes listed (those of that filesystem) is durable.
+    SyncFs {
+        inos: std::collections::BTreeSet<Ino>,
+    },
 }
 
 /// Process credentials for permission checks.
@@ -539,7 +544,11 @@ pub(crate) fn apply(fs: &mut Fs, op: &Op) {
             }
             add_name(fs, *to_dir, to, *ino);
         }
-        Op::SyncFile { .. } | Op::SyncDir { .. } | Op::SyncLost { .. } | Op::SyncAll => {}
+        Op::SyncFile { .. }
+        | Op::SyncDir { .. }
+        | Op::SyncLost { .. }
+        | Op::SyncAll
+        | Op::SyncFs { .. } => {}
     }
 }
 

@@ -96,7 +96,23 @@ pub(crate) struct State {
     /// holds it. Released when that descriptor is closed.
     flocks: BTreeMap<Ino, u32>,
     pub(crate) hooks: Vec<Hook>,
+    // issue 10: several filesystems, a working directory, a kernel version.
+    /// Directories that are the root of a filesystem other than `/`'s:
+    /// directory inode -> (device number, filesystem type).
+    pub(crate) mounts: BTreeMap<Ino, (u64, u64)>,
+    /// The filesystem type of `/`'s filesystem (device 0).
+    pub(crate) root_fs_type: u64,
+    /// The working directory relative paths start from.
+    pub(crate) cwd: Ino,
+    /// What `uname` reports: (major, minor).
+    pub(crate) kernel: (u32, u32),
+    /// The device of each file created during the run (an unnamed or
+    /// unlinked file cannot be placed by walking the tree).
+    file_dev: BTreeMap<Ino, u64>,
 }
+
+/// ext2/3/4's `f_type`, the simulator's default filesystem.
+pub(crate) const EXT4_MAGIC: u64 = 0xEF53;
 
 /// SplitMix64: a tiny, good-enough deterministic generator.
 pub(crate) fn splitmix(state: &mut u64) -> u64 {
@@ -163,6 +179,11 @@ impl State {
             next_fd: 3,
             flocks: BTreeMap::new(),
             hooks: Vec::new(),
+            mounts: BTreeMap::new(),
+            root_fs_type: EXT4_MAGIC,
+            cwd: ROOT,
+            kernel: (6, 1),
+            file_dev: BTreeMap::new(),
         }
     }
 
@@ -235,9 +256,12 @@ impl State {
     }
 
     fn open_dir(&mut self, path: &Path) -> Result<SimDir, Errno> {
-        let ino =
-            self.volatile
-                .walk(ROOT, path.as_os_str().as_encoded_bytes(), true, self.cred())?;
+        let ino = self.volatile.walk(
+            self.cwd,
+            path.as_os_str().as_encoded_bytes(),
+            true,
+            self.cred(),
+        )?;
         if !matches!(
             self.volatile.get(ino).map(|i| &i.node),
             Some(Node::Dir { .. })
@@ -324,6 +348,8 @@ impl State {
                 ino,
             },
         );
+        let dev = self.dev_of_dir(parent);
+        self.file_dev.insert(ino, dev);
         let fd = self.next_fd;
         self.next_fd += 1;
         self.open.insert(fd, ino);
@@ -570,6 +596,8 @@ impl State {
                 gid,
             },
         );
+        let dev = self.dev_of_dir(dir);
+        self.file_dev.insert(ino, dev);
         Ok(self.open_fd(ino, OsStr::new("(unnamed)")))
     }
 
@@ -588,6 +616,52 @@ impl State {
             },
         );
         Ok(())
+    }
+
+    /// The device and filesystem type of directory `dir`: that of the
+    /// nearest mount root above it, or of `/`.
+    pub(crate) fn fs_of_dir(&self, dir: Ino) -> (u64, u64) {
+        let mut cur = dir;
+        loop {
+            if let Some(&fs) = self.mounts.get(&cur) {
+                return fs;
+            }
+            match self.volatile.get(cur).map(|i| &i.node) {
+                Some(Node::Dir { parent, .. }) if *parent != cur => cur = *parent,
+                _ => return (0, self.root_fs_type),
+            }
+        }
+    }
+
+    fn dev_of_dir(&self, dir: Ino) -> u64 {
+        self.fs_of_dir(dir).0
+    }
+
+    /// Every inode on device `dev`: the tree walked from `/` (switching
+    /// device at mount roots), plus the files created on it in this run.
+    fn inodes_on(&self, dev: u64) -> std::collections::BTreeSet<Ino> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack = vec![(ROOT, 0u64)];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((ino, parent_dev)) = stack.pop() {
+            if !seen.insert(ino) {
+                continue;
+            }
+            let here = self.mounts.get(&ino).map_or(parent_dev, |&(d, _)| d);
+            if here == dev {
+                out.insert(ino);
+            }
+            if let Some(Node::Dir { entries, .. }) = self.volatile.get(ino).map(|i| &i.node) {
+                stack.extend(entries.values().map(|&child| (child, here)));
+            }
+        }
+        out.extend(
+            self.file_dev
+                .iter()
+                .filter(|&(_, &d)| d == dev)
+                .map(|(&ino, _)| ino),
+        );
+        out
     }
 
     fn unlink_at(&mut self, call: usize, dir: Ino, name: &OsStr) -> Result<(), Errno> {
@@ -912,8 +986,15 @@ impl Sys for SimFs {
             // A failed syncfs makes nothing durable that was pending; the
             // protocol must not rename after it.
             Some(e) => Err(e),
-            None => {
+            // One filesystem: everything. Several: that of `dir` only.
+            None if st.mounts.is_empty() => {
                 st.emit(index, Op::SyncAll);
+                Ok(())
+            }
+            None => {
+                let dev = st.dev_of_dir(dir.ino);
+                let inos = st.inodes_on(dev);
+                st.emit(index, Op::SyncFs { inos });
                 Ok(())
             }
         };
@@ -954,7 +1035,12 @@ impl Sys for SimFs {
         let (index, fault) = st.begin(Call::StatDir, dir.path.clone());
         let result = match fault {
             Some(e) => Err(e),
-            None => Ok(to_stat(&st.volatile, dir.ino)),
+            None => {
+                let mut stat = to_stat(&st.volatile, dir.ino);
+                // The directory's filesystem (the simulator's mounts).
+                stat.dev = st.dev_of_dir(dir.ino);
+                Ok(stat)
+            }
         };
         st.finish(index, result)
     }
@@ -989,6 +1075,22 @@ impl Sys for SimFs {
     fn euid(&self) -> u32 {
         let cred = SimFs::lock(self).config.cred;
         if cred.root { 0 } else { cred.uid }
+    }
+
+    // issue 10: the filesystem type and the kernel version.
+
+    fn fs_type(&self, dir: &SimDir) -> io::Result<u64> {
+        let mut st = self.enter();
+        let (index, fault) = st.begin(Call::StatFs, dir.path.clone());
+        let result = match fault {
+            Some(e) => Err(e),
+            None => Ok(st.fs_of_dir(dir.ino).1),
+        };
+        st.finish(index, result)
+    }
+
+    fn kernel_version(&self) -> (u32, u32) {
+        SimFs::lock(self).kernel
     }
 }
 

@@ -209,6 +209,100 @@ impl SimFs {
         self.lock().config.tmpfile = supported;
     }
 
+    // issue 10: several filesystems, a working directory, kernel version.
+
+    /// Makes the existing directory `path` the root of a filesystem of its
+    /// own (a new device number) of type `fs_type` (`f_type`, e.g.
+    /// `0x794C7630` for overlayfs); returns the device number. `syncfs`
+    /// then flushes only the inodes of the filesystem it is called on.
+    ///
+    /// # Errors
+    /// `ENOENT`/`ENOTDIR` if `path` is not a directory.
+    pub fn mount(&self, path: impl AsRef<Path>, fs_type: u64) -> io::Result<u64> {
+        let mut st = self.lock();
+        let ino = st
+            .volatile
+            .walk(
+                ROOT,
+                path.as_ref().as_os_str().as_encoded_bytes(),
+                true,
+                SETUP,
+            )
+            .map_err(errno::error)?;
+        if !matches!(
+            st.volatile.get(ino).map(|i| &i.node),
+            Some(Node::Dir { .. })
+        ) {
+            return Err(errno::error(errno::NOTDIR));
+        }
+        let dev = st.mounts.len() as u64 + 1;
+        st.mounts.insert(ino, (dev, fs_type));
+        Ok(dev)
+    }
+
+    /// The filesystem type of `/`'s filesystem (default ext4, `0xEF53`).
+    pub fn set_root_fs_type(&self, fs_type: u64) {
+        self.lock().root_fs_type = fs_type;
+    }
+
+    /// What `uname` reports (default 6.1).
+    pub fn set_kernel_version(&self, major: u32, minor: u32) {
+        self.lock().kernel = (major, minor);
+    }
+
+    /// `chdir(path)`: relative paths given to later calls start there.
+    ///
+    /// # Errors
+    /// `ENOENT`/`ENOTDIR` if `path` is not a directory.
+    pub fn chdir(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let mut st = self.lock();
+        let cwd = st.cwd;
+        let ino = st
+            .volatile
+            .walk(
+                cwd,
+                path.as_ref().as_os_str().as_encoded_bytes(),
+                true,
+                SETUP,
+            )
+            .map_err(errno::error)?;
+        if !matches!(
+            st.volatile.get(ino).map(|i| &i.node),
+            Some(Node::Dir { .. })
+        ) {
+            return Err(errno::error(errno::NOTDIR));
+        }
+        st.cwd = ino;
+        Ok(())
+    }
+
+    /// Points the existing symlink `path` at `target` instead (setup: not
+    /// traced, durable at once), as another process flipping it would.
+    ///
+    /// # Errors
+    /// `ENOENT` if there is nothing at `path`; `EINVAL` if it is not a symlink.
+    pub fn repoint_symlink(
+        &self,
+        path: impl AsRef<Path>,
+        target: impl AsRef<Path>,
+    ) -> io::Result<()> {
+        let mut st = self.lock();
+        let bytes = path.as_ref().as_os_str().as_encoded_bytes();
+        let ino = st
+            .volatile
+            .walk(ROOT, bytes, false, SETUP)
+            .map_err(errno::error)?;
+        let target = target.as_ref().as_os_str().to_os_string();
+        let st = &mut *st;
+        for fs in [&mut st.volatile, &mut st.base] {
+            match fs.get_mut(ino).map(|i| &mut i.node) {
+                Some(Node::Symlink { target: t }) => *t = target.clone(),
+                _ => return Err(errno::error(errno::INVAL)),
+            }
+        }
+        Ok(())
+    }
+
     // ---- setup: durable at once, not traced, not logged ----
 
     /// Applies setup ops to both the volatile and the durable state.
@@ -607,6 +701,12 @@ pub struct SimBatch {
 }
 
 impl SimBatch {
+    /// Keeps at most `max` temps open (default 64): later temps are
+    /// finished and closed as they are written (issue 10).
+    pub fn set_open_temps_max(&mut self, max: usize) {
+        self.entries.set_open_temps_max(max);
+    }
+
     /// As [`Batch::write`](crate::Batch::write).
     ///
     /// # Errors

@@ -73,11 +73,14 @@ pub enum Call {
     OpenDirAt,
     /// `fstatfs(dir)`: is it procfs.
     IsProcfs,
+    // issue 10: the filesystem type.
+    /// `fstatfs(dir)`: the filesystem type.
+    StatFs,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 29] = [
+    pub const ALL: [Call; 30] = [
         Call::OpenDir,
         Call::StatAt,
         Call::ReadLinkAt,
@@ -107,6 +110,7 @@ impl Call {
         Call::StatDir,
         Call::OpenDirAt,
         Call::IsProcfs,
+        Call::StatFs,
     ];
 
     /// The method name, as in the trace.
@@ -141,6 +145,7 @@ impl Call {
             Call::StatDir => "stat_dir",
             Call::OpenDirAt => "open_dir_at",
             Call::IsProcfs => "is_procfs",
+            Call::StatFs => "stat_fs",
         }
     }
 

@@ -197,4 +197,15 @@ pub(crate) trait Sys: Clone {
     /// `geteuid()`: whom the kernel's symlink and sticky rules call "the
     /// caller".
     fn euid(&self) -> u32;
+
+    // issue 10: how far `syncfs` can be trusted (a directory's identity
+    // is `stat_dir`'s `(dev, ino)`).
+
+    /// `fstatfs(dir)`: the filesystem type (`f_type`, e.g. `0xEF53` for
+    /// ext2/3/4, `0x794C7630` for overlayfs).
+    fn fs_type(&self, dir: &Self::Dir) -> io::Result<u64>;
+
+    /// `uname()`: the kernel's (major, minor) version; `(0, 0)` where it
+    /// cannot be read. Not a per-call syscall: read once per process.
+    fn kernel_version(&self) -> (u32, u32);
 }

@@ -368,4 +368,50 @@ impl Sys for RealSys {
     fn euid(&self) -> u32 {
         rustix::process::geteuid().as_raw()
     }
+
+    // issue 10: how far `syncfs` can be trusted.
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn fs_type(&self, dir: &OwnedFd) -> io::Result<u64> {
+        let st = rustix::fs::fstatfs(dir).map_err(err)?;
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st.f_type as u64)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn fs_type(&self, _: &OwnedFd) -> io::Result<u64> {
+        Err(err(rustix::io::Errno::NOSYS))
+    }
+
+    fn kernel_version(&self) -> (u32, u32) {
+        static VERSION: OnceLock<(u32, u32)> = OnceLock::new();
+        *VERSION.get_or_init(|| {
+            let uname = rustix::system::uname();
+            parse_release(uname.release().to_bytes())
+        })
+    }
+}
+
+/// `"5.15.0-91-generic"` -> `(5, 15)`; anything unreadable -> `(0, 0)`.
+fn parse_release(release: &[u8]) -> (u32, u32) {
+    let text = String::from_utf8_lossy(release);
+    let mut parts = text.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse().ok());
+    let minor = parts.next().and_then(|p| p.parse().ok());
+    match (major, minor) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_releases_parse() {
+        use super::parse_release;
+        assert_eq!(parse_release(b"5.15.0-91-generic"), (5, 15));
+        assert_eq!(parse_release(b"6.8.12"), (6, 8));
+        assert_eq!(parse_release(b"4.19-rc1"), (4, 19));
+        assert_eq!(parse_release(b"weird"), (0, 0));
+    }
 }

@@ -147,3 +147,44 @@ fn batch_ext4_ordered_noauto_da_alloc() {
 fn batch_process_crash() {
     batches(Model::ProcessCrash);
 }
+
+// ---- issue 10: directory identity, several filesystems, bounded fds ----
+
+fn identity_batches(model: Model) {
+    let start = Instant::now();
+    let cases = BatchCase::identity_suite();
+    let mut total = Report::default();
+    for case in &cases {
+        let report = explore_batch(case, model, &BATCH_BUDGET);
+        if let Some(v) = &report.first {
+            panic!("{case} in {model}: {v}");
+        }
+        total.merge(report);
+    }
+    eprintln!(
+        "exhaustive identity batches {model}: {} cases, {} crash points ({} sampled), \
+         {} crash images checked in {:.2?}",
+        cases.len(),
+        total.stats.points,
+        total.stats.sampled_points,
+        total.stats.images,
+        start.elapsed()
+    );
+}
+
+#[test]
+fn batch_identity_conservative() {
+    identity_batches(Model::Conservative);
+}
+
+#[test]
+fn batch_identity_ext4_ordered() {
+    identity_batches(Model::Ext4Ordered {
+        auto_da_alloc: true,
+    });
+}
+
+#[test]
+fn batch_identity_process_crash() {
+    identity_batches(Model::ProcessCrash);
+}

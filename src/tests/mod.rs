@@ -18,6 +18,7 @@ mod golden;
 mod model;
 mod negative;
 mod props;
+mod recorded;
 mod syscalls;
 
 use std::path::Path;

@@ -180,9 +180,9 @@ fn batch_renaming_before_the_flush_is_caught() {
     // rename: the first rename can reach the disk before the data.
     #[rustfmt::skip]
     let expected: [(Model, Found); 4] = [
-        (CONSERVATIVE, Some(("batch /d/a- /d/b- Durable 600B", "after #10 rename_at", "mode 0o0"))),
-        (EXT4, Some(("batch /d/a- /d/b- Durable 600B", "after #10 rename_at", "file of 0 bytes"))),
-        (EXT4_NOAUTO, Some(("batch /d/a- /d/b- Durable 600B", "after #10 rename_at", "file of 0 bytes"))),
+        (CONSERVATIVE, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "mode 0o0"))),
+        (EXT4, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "file of 0 bytes"))),
+        (EXT4_NOAUTO, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "file of 0 bytes"))),
         // kill -9 keeps the page cache.
         (KILL, None),
     ];
@@ -202,6 +202,73 @@ fn batch_renaming_before_the_flush_is_caught() {
     }
     // The control, the real batch passing the same checks on the same
     // cases, is the exhaustive tier (`exhaustive::batch_*`).
+}
+
+// ---- issue 10: a batch that groups directories by path string ----
+
+#[test]
+fn a_batch_grouping_directories_by_path_string_is_caught() {
+    // One path string, two directories (`chdir` between relative writes,
+    // a symlinked directory repointed, on one or two filesystems): the
+    // variant never fsyncs the second directory (nor, on a second
+    // filesystem, syncs it), so a Durable file can be lost after `Ok`.
+    let mut caught = Vec::new();
+    for case in BatchCase::identity_suite() {
+        let broken = case.with_broken(Some(Broken::GroupByPath));
+        let report = explore_batch(&broken, CONSERVATIVE, &BATCH_BUDGET);
+        if let Some(v) = report.first {
+            caught.push(format!("{broken}: {v}"));
+        }
+    }
+    let shows = |what: &str| caught.iter().any(|c| c.contains(what));
+    assert!(shows("chdir"), "{caught:#?}");
+    assert!(shows("via-symlink"), "{caught:#?}");
+    assert!(shows("two-fs chdir"), "{caught:#?}");
+    // The second directory's Durable file is lost after Ok; on a second
+    // filesystem that was never synced it is even torn (zero-filled).
+    assert!(
+        caught
+            .iter()
+            .all(|c| c.contains("after Ok (Durable)") || c.contains("neither old nor new")),
+        "{caught:#?}"
+    );
+    // Absolute paths to distinct directories are grouped right either
+    // way: only the aliased cases are caught.
+    assert!(
+        caught
+            .iter()
+            .all(|c| c.contains("chdir") || c.contains("via-symlink")),
+        "{caught:#?}"
+    );
+}
+
+#[test]
+fn mixed_durability_in_one_directory_fsyncs_it() {
+    // The issue's mixed options: `Consistent` first, then `Durable` in
+    // the same directory. The strictest wins: the directory is fsynced.
+    // (The code before issue 10 took the first entry's options: no
+    // directory fsync, and half the images lost `important`.)
+    let case = BatchCase {
+        mixed: true,
+        ..BatchCase::plain(vec![("/d/a", false), ("/d/b", false)])
+    };
+    let sim = case.setup(1);
+    let mut batch = sim.batch(&case.options());
+    let mut consistent = case.options();
+    consistent.durability(crate::Durability::Consistent);
+    batch.write_with(&consistent, "/d/a", b"cache").unwrap();
+    batch.write("/d/b", b"important").unwrap();
+    batch.commit().unwrap();
+    let syncs = sim
+        .trace()
+        .iter()
+        .filter(|t| t.call == Call::SyncDir)
+        .count();
+    assert_eq!(syncs, 1, "{:#?}", sim.trace_lines());
+    // Every crash image after Ok keeps `important`.
+    for image in sim.crash_images(CONSERVATIVE) {
+        assert_eq!(image.read_file("/d/b").unwrap(), b"important");
+    }
 }
 
 // ---- honest errors ----

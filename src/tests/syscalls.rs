@@ -103,8 +103,9 @@ fn unnamed_temp_costs_one_link() {
 
 #[test]
 fn batch_of_files_in_one_directory() {
-    // Per file: open dir, fstatat, openat, flock, pwrite, rename, close;
-    // once per batch: one syncfs and one directory fsync.
+    // Per file: open dir, fstatat, openat, flock, fstat of the directory,
+    // pwrite, rename, close; once per batch: one fstatfs, one syncfs and
+    // one directory fsync.
     let sim = sim();
     let mut batch = sim.batch(&Options::new());
     for i in 0..10 {
@@ -113,7 +114,7 @@ fn batch_of_files_in_one_directory() {
     batch.commit().unwrap();
     let trace = sim.trace();
     let of = |call: Call| trace.iter().filter(|t| t.call == call).count();
-    assert_eq!(trace.len(), 10 * 7 + 2);
+    assert_eq!(trace.len(), 10 * 8 + 3);
     assert_eq!(
         (of(Call::SyncFs), of(Call::SyncDir), of(Call::SyncFile)),
         (1, 1, 0)

@@ -94,6 +94,10 @@ impl Walker for Conservative {
             Op::SyncFile { ino } => self.persist(log, |op| inode_effect(op) == Some(*ino)),
             Op::SyncDir { dir } => self.persist(log, |op| names_in(op, *dir)),
             Op::SyncAll => self.persist(log, |_| true),
+            Op::SyncFs { inos } => self.persist(log, |op| {
+                inode_effect(op).is_some_and(|i| inos.contains(&i))
+                    || inos.iter().any(|&d| names_in(op, d))
+            }),
             Op::SyncLost { ino } => self.pending.retain(|&j| {
                 !matches!(&log[j].op, Op::Data { ino: i, .. } | Op::Size { ino: i, .. } if i == ino)
             }),

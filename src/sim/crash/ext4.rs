@@ -216,6 +216,20 @@ impl Walker for Ext4 {
                 }
                 self.commit(log, i + 1);
             }
+            // syncfs on one of several filesystems: its files' data is on
+            // disk. The journal here is one for the whole tree, so no
+            // commit is assumed (fewer durable effects: a stricter check).
+            Op::SyncFs { inos } => {
+                let files: Vec<(Ino, usize)> = self
+                    .writes
+                    .iter()
+                    .filter(|(ino, _)| inos.contains(ino))
+                    .map(|(&ino, w)| (ino, w.len()))
+                    .collect();
+                for (ino, k) in files {
+                    self.raise_floor(ino, k);
+                }
+            }
             Op::SyncLost { ino } => {
                 // The writes not surely on disk were the ones whose
                 // writeback failed; they never come back.
