@@ -12,6 +12,7 @@
 //! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
 //! pwrite ...                                     the caller's bytes
 //! fstat; fchown, ACL, fchmod, xattrs            before the fsync, chown first; never wider
+//!   (no old ACL: the mode as a minimal ACL, dropping one a default ACL gave)
 //! fsync(temp)                                    the data and mode are durable
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
