@@ -7,7 +7,10 @@
 //! - an owner that cannot be kept, even by root in a user namespace
 //!   (`EINVAL`), is best effort, with the same narrowing;
 //! - extended attributes come from the file that was inspected, not from
-//!   whatever is at the old path at commit time.
+//!   whatever is at the old path at commit time;
+//! - a directory's default ACL, inherited by the temp, grants nobody access
+//!   to a replaced file that the old one did not (a new file inherits it as
+//!   with `std::fs::write`); where there are no ACLs, `fchmod` sets the mode.
 //!
 //! ACLs are written as the raw `system.posix_acl_access` xattr, so no
 //! `acl` package is needed.
@@ -400,4 +403,51 @@ fn a_new_file_inherits_the_default_acl_as_with_std() {
     assert_eq!(get_xattr(&ours, ACL), get_xattr(&std_one, ACL));
     assert_eq!(mode_of(&ours), mode_of(&std_one));
     assert_eq!(effective_for_named_user(&ours, OTHER_USER), 6);
+}
+
+/// A ramfs (no extended attributes, so no ACLs) on a fresh directory,
+/// unmounted when dropped, even if the test panics.
+struct Ramfs(tempfile::TempDir);
+
+impl Ramfs {
+    fn mount() -> Result<Ramfs, String> {
+        if !procs::is_root() {
+            return Err("mounting a filesystem needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("mount -t ramfs failed: {}", why.trim()));
+        }
+        Ok(Ramfs(dir))
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn without_acl_support_the_mode_is_set_by_fchmod() {
+    let test = "without_acl_support_the_mode_is_set_by_fchmod";
+    let mnt = match Ramfs::mount() {
+        Ok(mnt) => mnt,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    let target = mnt.0.path().join("t");
+    fs::write(&target, "old").unwrap();
+    assert!(set_xattr(&target, ACL, &named_user_acl()).is_err());
+    for old_mode in [0o640, 0o644, 0o2750] {
+        fs::set_permissions(&target, fs::Permissions::from_mode(old_mode)).unwrap();
+        crashsafe::write(&target, "new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        assert_eq!(mode_of(&target), old_mode);
+    }
 }
