@@ -382,7 +382,22 @@ impl Sys for RealSys {
             Ok(()) => self.set_mode(file, mode),
             // No ACLs here: the temp cannot have inherited one.
             Err(rustix::io::Errno::OPNOTSUPP) => self.set_mode(file, mode),
-            Err(e) => Err(err(e)),
+            // A filesystem that refuses this ACL for another reason: fchmod,
+            // unless the temp has an ACL (or may have one) whose mask the
+            // fchmod would open up.
+            Err(e) => {
+                let no_acl = match self.list_xattrs(file) {
+                    Ok(names) => !names.iter().any(|n| n == "system.posix_acl_access"),
+                    Err(no) => {
+                        no.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
+                    }
+                };
+                if no_acl {
+                    self.set_mode(file, mode)
+                } else {
+                    Err(err(e))
+                }
+            }
         }
     }
 
