@@ -451,3 +451,27 @@ fn without_acl_support_the_mode_is_set_by_fchmod() {
         assert_eq!(mode_of(&target), old_mode);
     }
 }
+
+#[test]
+fn a_default_acl_does_not_mix_into_a_carried_acl() {
+    let test = "a_default_acl_does_not_mix_into_a_carried_acl";
+    let dir = match dir_with_default_acl() {
+        Ok(dir) => dir,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    // The old file's own ACL names user 2003, not 2002.
+    let own = acl_bytes(&[
+        (0x01, 6, NO_ID),
+        (0x02, 4, OTHER_USER + 1),
+        (0x04, 0, NO_ID),
+        (0x10, 4, NO_ID),
+        (0x20, 0, NO_ID),
+    ]);
+    let target = dir.path().join("t");
+    fs::write(&target, "old").unwrap();
+    set_xattr(&target, ACL, &own).unwrap();
+    crashsafe::write(&target, "new").unwrap();
+    assert_eq!(get_xattr(&target, ACL), Some(own));
+    assert_eq!(effective_for_named_user(&target, OTHER_USER), 0);
+    assert_eq!(mode_of(&target), 0o640);
+}
