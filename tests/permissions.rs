@@ -475,3 +475,26 @@ fn a_default_acl_does_not_mix_into_a_carried_acl() {
     assert_eq!(effective_for_named_user(&target, OTHER_USER), 0);
     assert_eq!(mode_of(&target), 0o640);
 }
+
+#[test]
+fn a_default_acl_does_not_widen_a_file_root_gives_back() {
+    let test = "a_default_acl_does_not_widen_a_file_root_gives_back";
+    if !procs::is_root() {
+        return println!("skipped: {test}: needs root to own another user's file");
+    }
+    let dir = match dir_with_default_acl() {
+        Ok(dir) => dir,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    let target = dir.path().join("t");
+    fs::write(&target, "old").unwrap();
+    rustix::fs::removexattr(&target, ACL).unwrap();
+    std::os::unix::fs::chown(&target, Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o2640)).unwrap();
+    // Root writes: the temp is root's, then given to 2001 (fchown), then
+    // its mode set; the chown cleared setgid, so it is set again.
+    crashsafe::write(&target, "new").unwrap();
+    assert_eq!(owner_of(&target), (USER, USER));
+    assert_eq!(mode_of(&target), 0o2640);
+    assert_eq!(effective_for_named_user(&target, OTHER_USER), 0);
+}
