@@ -63,6 +63,7 @@ mod bench {
         StdWrite,
         FloorFsync,
         FloorMeta,
+        FloorMetaAcl,
         FloorFstat,
         CrashsafeUnnamed,
         CrashsafeLean,
@@ -84,7 +85,13 @@ mod bench {
 
     /// Diagnostic variants of the floor, added by `--extra`: they split
     /// crashsafe's distance from the floor into syscalls and the rest.
-    const EXTRA: [Contender; 4] = [FloorFsync, FloorMeta, FloorFstat, CrashsafeLean];
+    const EXTRA: [Contender; 5] = [
+        FloorFsync,
+        FloorMeta,
+        FloorMetaAcl,
+        FloorFstat,
+        CrashsafeLean,
+    ];
 
     impl Contender {
         /// Short name, used by `--only` and as the target file name.
@@ -99,6 +106,7 @@ mod bench {
                 StdWrite => "std-write",
                 FloorFsync => "floor-fsync",
                 FloorMeta => "floor-meta",
+                FloorMetaAcl => "floor-meta-acl",
                 FloorFstat => "floor-fstat",
                 CrashsafeUnnamed => "crashsafe-unnamed",
                 CrashsafeLean => "crashsafe-lean",
@@ -117,6 +125,7 @@ mod bench {
                 StdWrite => "std::fs::write (not durable)",
                 FloorFsync => "(extra) floor with fsync instead of fdatasync",
                 FloorMeta => "(extra) floor + fstatat, fchown, fchmod, fsync",
+                FloorMetaAcl => "(extra) the same with the mode as a minimal ACL (fsetxattr)",
                 FloorFstat => "(extra) floor + fstatat, temp made with old mode, fstat, fsync",
                 CrashsafeUnnamed => "crashsafe with an O_TMPFILE temp (unnamed_temp)",
                 CrashsafeLean => "(extra) crashsafe without the xattr copy",
@@ -129,6 +138,7 @@ mod bench {
                 Floor => floor(dir, target, data, Variant::Plain),
                 FloorFsync => floor(dir, target, data, Variant::Fsync),
                 FloorMeta => floor(dir, target, data, Variant::Meta),
+                FloorMetaAcl => floor(dir, target, data, Variant::MetaAcl),
                 FloorFstat => floor(dir, target, data, Variant::Fstat),
                 Crashsafe => crashsafe::write(target, data).map_err(io::Error::from),
                 CrashsafeConsistent => crashsafe::Options::new()
@@ -176,6 +186,10 @@ mod bench {
         /// Also keep mode and owner as crashsafe does: `fstatat` the target,
         /// `fchown` + `fchmod` the temp, `fsync` it.
         Meta,
+        /// `Meta` with the mode set as crashsafe sets it for an old file
+        /// without an ACL: an `fsetxattr` of a minimal access ACL instead of
+        /// `fchmod` (it also drops an ACL inherited from a default ACL).
+        MetaAcl,
         /// Keep mode and owner with fewer calls: `fstatat` the target, create
         /// the temp with the target's mode, `fstat` the temp and `fchown` /
         /// `fchmod` only what differs (nothing, for a file of our own whose
@@ -195,7 +209,7 @@ mod bench {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let old = if matches!(variant, Variant::Meta | Variant::Fstat) {
+        let old = if matches!(variant, Variant::Meta | Variant::MetaAcl | Variant::Fstat) {
             Some(rustix::fs::statat(
                 &dirfd,
                 name,
@@ -236,16 +250,36 @@ mod bench {
             let uid = rustix::fs::Uid::from_raw(old.st_uid);
             let gid = rustix::fs::Gid::from_raw(old.st_gid);
             rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(old.st_mode & 0o7777))?;
+            if variant == Variant::MetaAcl {
+                let flags = rustix::fs::XattrFlags::empty();
+                let acl = minimal_acl(old.st_mode);
+                rustix::fs::fsetxattr(&fd, "system.posix_acl_access", &acl, flags)?;
+            } else {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(old.st_mode & 0o7777))?;
+            }
         }
         match variant {
             Variant::Plain => rustix::fs::fdatasync(&fd)?,
-            Variant::Fsync | Variant::Meta | Variant::Fstat => rustix::fs::fsync(&fd)?,
+            Variant::Fsync | Variant::Meta | Variant::MetaAcl | Variant::Fstat => {
+                rustix::fs::fsync(&fd)?
+            }
         }
         rustix::fs::renameat(&dirfd, &temp, &dirfd, name)?;
         rustix::fs::fsync(&dirfd)?;
         drop(fd);
         Ok(())
+    }
+
+    /// The access ACL that says what `mode`'s permission bits say: version
+    /// 2, then (tag, permissions, id) for owner, group and other.
+    fn minimal_acl(mode: u32) -> Vec<u8> {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm) in [(0x01u16, mode >> 6), (0x04, mode >> 3), (0x20, mode)] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&((perm & 7) as u16).to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        acl
     }
 
     /// Payload sizes by name.

@@ -83,8 +83,11 @@
 //!   and a `Durable` replace in a directory that cannot be read
 //!   ([`InvalidReason::DirectoryNotReadable`]).
 //!
-//! A directory's default ACL applies to the new file as to any file created
-//! there; path components the kernel resolves follow its own sysctls.
+//! A directory's default ACL applies to a new file as to any file created
+//! there (as with `std::fs::write`); a replaced file without an ACL gets its
+//! mode through a minimal ACL, which drops what the temp inherited, so the
+//! default ACL's named entries gain nothing the old file did not grant.
+//! Path components the kernel resolves follow its own sysctls.
 //!
 //! # Limitations
 //!

@@ -12,6 +12,7 @@
 //! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
 //! pwrite ...                                     the caller's bytes
 //! fstat; fchown, ACL, fchmod, xattrs            before the fsync, chown first; never wider
+//!   (no old ACL: the mode as a minimal ACL, dropping one a default ACL gave)
 //! fsync(temp)                                    the data and mode are durable
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
@@ -794,6 +795,10 @@ impl<S: Sys> Replace<S> {
             }
         }
         let mut acl_set = false;
+        // The old file's mode without its ACL: the temp must not keep an
+        // ACL it inherited from the directory's default ACL, whose named
+        // entries the mode's group bits (its mask) would otherwise grant.
+        let mut drop_acl = false;
         let want = match (self.opts.mode, self.old) {
             // Created with this mode, so the low bits are right (the umask
             // applied); setuid/setgid may be gone, since a chown clears them
@@ -803,16 +808,23 @@ impl<S: Sys> Replace<S> {
             (None, Some(old)) => {
                 let (mode, set) = self.keep_mode(file, old, owner);
                 acl_set = set;
+                drop_acl = !set;
                 mode
             }
             (None, None) => now.mode,
         };
         // A chown just cleared any setuid/setgid bits `now` still shows; an
         // ACL just rewrote the mode from its entries.
+        // No call when the mode is already right: an inherited ACL then has
+        // a mask of `---` (from the create mode 0600, as the group bits
+        // show), so its named entries grant nothing.
         if want != now.mode || (chowned && want & 0o6000 != 0) || acl_set {
-            self.sys
-                .set_mode(file, want)
-                .map_err(|e| Error::io(Step::SetMode, &self.target, e))?;
+            let set = if drop_acl {
+                self.sys.set_mode_without_acl(file, want)
+            } else {
+                self.sys.set_mode(file, want)
+            };
+            set.map_err(|e| Error::io(Step::SetMode, &self.target, e))?;
         }
         if self.old.is_some() {
             self.copy_xattrs(file);

@@ -7,7 +7,10 @@
 //! - an owner that cannot be kept, even by root in a user namespace
 //!   (`EINVAL`), is best effort, with the same narrowing;
 //! - extended attributes come from the file that was inspected, not from
-//!   whatever is at the old path at commit time.
+//!   whatever is at the old path at commit time;
+//! - a directory's default ACL, inherited by the temp, grants nobody access
+//!   to a replaced file that the old one did not (a new file inherits it as
+//!   with `std::fs::write`); where there are no ACLs, `fchmod` sets the mode.
 //!
 //! ACLs are written as the raw `system.posix_acl_access` xattr, so no
 //! `acl` package is needed.
@@ -301,4 +304,197 @@ fn attributes_come_from_the_file_that_was_inspected() {
     );
     assert_eq!(get_xattr(&result, "user.extra"), None);
     assert_eq!(fs::read_to_string(&target).unwrap(), "planted");
+}
+
+// issue 11b: a directory's default ACL must not widen a replaced file.
+
+const ACL_DEFAULT: &str = "system.posix_acl_default";
+
+/// `user::rwx, user:2002:rw-, group::r-x, mask::rwx, other::r-x`: as a
+/// directory's default ACL, every file created there gets `user:2002:rw-`,
+/// masked by the create mode's group bits.
+fn default_acl_naming_the_other_user() -> Vec<u8> {
+    acl_bytes(&[
+        (0x01, 7, NO_ID),
+        (0x02, 6, OTHER_USER),
+        (0x04, 5, NO_ID),
+        (0x10, 7, NO_ID),
+        (0x20, 5, NO_ID),
+    ])
+}
+
+/// What the named entry for `uid` in the file's access ACL effectively
+/// grants (its permissions under the mask), as `getfacl` prints in its
+/// `#effective:` comment; 0 without an ACL or an entry for `uid`.
+fn effective_for_named_user(path: &Path, uid: u32) -> u16 {
+    let Some(acl) = get_xattr(path, ACL) else {
+        return 0;
+    };
+    let entries: Vec<(u16, u16, u32)> = acl[4..]
+        .chunks(8)
+        .map(|e| {
+            let tag = u16::from_le_bytes([e[0], e[1]]);
+            let perm = u16::from_le_bytes([e[2], e[3]]);
+            (tag, perm, u32::from_le_bytes([e[4], e[5], e[6], e[7]]))
+        })
+        .collect();
+    let mask = entries.iter().find(|e| e.0 == 0x10).map_or(7, |e| e.1);
+    entries
+        .iter()
+        .find(|e| e.0 == 0x02 && e.2 == uid)
+        .map_or(0, |e| e.1 & mask)
+}
+
+/// A directory with the default ACL above, or why it cannot have one.
+fn dir_with_default_acl() -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::tempdir().unwrap();
+    set_xattr(
+        dir.path(),
+        ACL_DEFAULT,
+        &default_acl_naming_the_other_user(),
+    )?;
+    Ok(dir)
+}
+
+#[test]
+fn a_default_acl_does_not_widen_an_old_file_without_one() {
+    let test = "a_default_acl_does_not_widen_an_old_file_without_one";
+    let dir = match dir_with_default_acl() {
+        Ok(dir) => dir,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    for unnamed in [false, true] {
+        for old_mode in [0o640, 0o600, 0o644, 0o660, 0o4750] {
+            let target = dir.path().join(format!("t{old_mode:o}-{unnamed}"));
+            fs::write(&target, "old").unwrap();
+            // The old file inherited the default ACL too: take it away, so
+            // that user 2002 may not read it.
+            rustix::fs::removexattr(&target, ACL).unwrap();
+            fs::set_permissions(&target, fs::Permissions::from_mode(old_mode)).unwrap();
+            assert_eq!(effective_for_named_user(&target, OTHER_USER), 0);
+            let mut opts = Options::new();
+            opts.unnamed_temp(unnamed);
+            opts.write(&target, "new").unwrap();
+            assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+            let what = format!("old {old_mode:o}, unnamed temp {unnamed}");
+            assert_eq!(
+                effective_for_named_user(&target, OTHER_USER),
+                0,
+                "{what}: user {OTHER_USER} gained access (mode now {:o})",
+                mode_of(&target)
+            );
+            assert_eq!(mode_of(&target), old_mode, "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_new_file_inherits_the_default_acl_as_with_std() {
+    let test = "a_new_file_inherits_the_default_acl_as_with_std";
+    let dir = match dir_with_default_acl() {
+        Ok(dir) => dir,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    let ours = dir.path().join("ours");
+    let std_one = dir.path().join("std");
+    crashsafe::write(&ours, "new").unwrap();
+    fs::write(&std_one, "new").unwrap();
+    assert!(get_xattr(&std_one, ACL).is_some());
+    assert_eq!(get_xattr(&ours, ACL), get_xattr(&std_one, ACL));
+    assert_eq!(mode_of(&ours), mode_of(&std_one));
+    assert_eq!(effective_for_named_user(&ours, OTHER_USER), 6);
+}
+
+/// A ramfs (no extended attributes, so no ACLs) on a fresh directory,
+/// unmounted when dropped, even if the test panics.
+struct Ramfs(tempfile::TempDir);
+
+impl Ramfs {
+    fn mount() -> Result<Ramfs, String> {
+        if !procs::is_root() {
+            return Err("mounting a filesystem needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("mount -t ramfs failed: {}", why.trim()));
+        }
+        Ok(Ramfs(dir))
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn without_acl_support_the_mode_is_set_by_fchmod() {
+    let test = "without_acl_support_the_mode_is_set_by_fchmod";
+    let mnt = match Ramfs::mount() {
+        Ok(mnt) => mnt,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    let target = mnt.0.path().join("t");
+    fs::write(&target, "old").unwrap();
+    assert!(set_xattr(&target, ACL, &named_user_acl()).is_err());
+    for old_mode in [0o640, 0o644, 0o2750] {
+        fs::set_permissions(&target, fs::Permissions::from_mode(old_mode)).unwrap();
+        crashsafe::write(&target, "new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        assert_eq!(mode_of(&target), old_mode);
+    }
+}
+
+#[test]
+fn a_default_acl_does_not_mix_into_a_carried_acl() {
+    let test = "a_default_acl_does_not_mix_into_a_carried_acl";
+    let dir = match dir_with_default_acl() {
+        Ok(dir) => dir,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    // The old file's own ACL names user 2003, not 2002.
+    let own = acl_bytes(&[
+        (0x01, 6, NO_ID),
+        (0x02, 4, OTHER_USER + 1),
+        (0x04, 0, NO_ID),
+        (0x10, 4, NO_ID),
+        (0x20, 0, NO_ID),
+    ]);
+    let target = dir.path().join("t");
+    fs::write(&target, "old").unwrap();
+    set_xattr(&target, ACL, &own).unwrap();
+    crashsafe::write(&target, "new").unwrap();
+    assert_eq!(get_xattr(&target, ACL), Some(own));
+    assert_eq!(effective_for_named_user(&target, OTHER_USER), 0);
+    assert_eq!(mode_of(&target), 0o640);
+}
+
+#[test]
+fn a_default_acl_does_not_widen_a_file_root_gives_back() {
+    let test = "a_default_acl_does_not_widen_a_file_root_gives_back";
+    if !procs::is_root() {
+        return println!("skipped: {test}: needs root to own another user's file");
+    }
+    let dir = match dir_with_default_acl() {
+        Ok(dir) => dir,
+        Err(why) => return println!("skipped: {test}: {why}"),
+    };
+    let target = dir.path().join("t");
+    fs::write(&target, "old").unwrap();
+    rustix::fs::removexattr(&target, ACL).unwrap();
+    std::os::unix::fs::chown(&target, Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o2640)).unwrap();
+    // Root writes: the temp is root's, then given to 2001 (fchown), then
+    // its mode set; the chown cleared setgid, so it is set again.
+    crashsafe::write(&target, "new").unwrap();
+    assert_eq!(owner_of(&target), (USER, USER));
+    assert_eq!(mode_of(&target), 0o2640);
+    assert_eq!(effective_for_named_user(&target, OTHER_USER), 0);
 }

@@ -208,4 +208,16 @@ pub(crate) trait Sys: Clone {
     /// `uname()`: the kernel's (major, minor) version; `(0, 0)` where it
     /// cannot be read. Not a per-call syscall: read once per process.
     fn kernel_version(&self) -> (u32, u32);
+
+    // issue 11b: a default ACL inherited by the temp must not outlive the
+    // old file's mode.
+
+    /// Sets the mode and leaves the file without an access ACL: named
+    /// entries a directory's default ACL gave the file at create are gone,
+    /// so the mode is all the access there is. Linux: one `fsetxattr` of a
+    /// minimal `system.posix_acl_access` (owner, group, other: the kernel
+    /// stores it as the mode and drops the ACL), plus an `fchmod` for
+    /// setuid/setgid/sticky (an ACL has no room for them), or `fchmod`
+    /// alone where the filesystem has no ACLs (then none was inherited).
+    fn set_mode_without_acl(&self, file: &Self::File, mode: u32) -> io::Result<()>;
 }

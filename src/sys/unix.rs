@@ -390,6 +390,43 @@ impl Sys for RealSys {
             parse_release(uname.release().to_bytes())
         })
     }
+
+    // issue 11b: a default ACL inherited by the temp must not outlive the
+    // old file's mode.
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn set_mode_without_acl(&self, file: &OwnedFd, mode: u32) -> io::Result<()> {
+        let flags = rustix::fs::XattrFlags::empty();
+        let acl = minimal_acl(mode);
+        match rustix::fs::fsetxattr(file, "system.posix_acl_access", &acl, flags) {
+            Ok(()) if mode & 0o7000 == 0 => Ok(()),
+            // The ACL is gone, so this fchmod can no longer raise a mask.
+            Ok(()) => self.set_mode(file, mode),
+            // No ACLs here: the temp cannot have inherited one.
+            Err(rustix::io::Errno::OPNOTSUPP) => self.set_mode(file, mode),
+            // A filesystem that refuses this ACL for another reason: fchmod,
+            // unless the temp has an ACL (or may have one) whose mask the
+            // fchmod would open up.
+            Err(e) => {
+                let no_acl = match self.list_xattrs(file) {
+                    Ok(names) => !names.iter().any(|n| n == "system.posix_acl_access"),
+                    Err(no) => {
+                        no.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
+                    }
+                };
+                if no_acl {
+                    self.set_mode(file, mode)
+                } else {
+                    Err(err(e))
+                }
+            }
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn set_mode_without_acl(&self, file: &OwnedFd, mode: u32) -> io::Result<()> {
+        self.set_mode(file, mode)
+    }
 }
 
 /// `"5.15.0-91-generic"` -> `(5, 15)`; anything unreadable -> `(0, 0)`.
@@ -414,4 +451,24 @@ mod tests {
         assert_eq!(parse_release(b"4.19-rc1"), (4, 19));
         assert_eq!(parse_release(b"weird"), (0, 0));
     }
+}
+
+/// The access ACL that says exactly what `mode`'s permission bits say
+/// (Linux's xattr form: version 2, then tag, permissions and id per entry,
+/// sorted by tag; ids unused for these three entries).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn minimal_acl(mode: u32) -> [u8; 28] {
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const OTHER: u16 = 0x20;
+    let mut acl = [0u8; 28];
+    acl[..4].copy_from_slice(&2u32.to_le_bytes());
+    let entries = [(USER_OBJ, mode >> 6), (GROUP_OBJ, mode >> 3), (OTHER, mode)];
+    for (i, (tag, perm)) in entries.into_iter().enumerate() {
+        let at = 4 + 8 * i;
+        acl[at..at + 2].copy_from_slice(&tag.to_le_bytes());
+        acl[at + 2..at + 4].copy_from_slice(&((perm & 7) as u16).to_le_bytes());
+        acl[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    }
+    acl
 }

@@ -143,6 +143,9 @@ impl Sys for Recorder {
     fn kernel_version(&self) -> (u32, u32) {
         RealSys.kernel_version()
     }
+    fn set_mode_without_acl(&self, file: &OwnedFd, mode: u32) -> io::Result<()> {
+        RealSys.set_mode_without_acl(file, mode)
+    }
 }
 
 fn id(path: &Path) -> (u64, u64) {
