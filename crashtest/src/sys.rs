@@ -107,9 +107,18 @@ impl Mounted {
         })
     }
 
-    /// Unmounts now and reports an error.
+    /// Unmounts now and reports an error. A few retries: a child that
+    /// another thread is forking holds copies of our open files until its
+    /// `exec` closes them, and that makes the mount briefly busy.
     pub fn unmount(self) -> Result<(), String> {
-        let r = run("umount", &[p(&self.dir)]);
+        let mut r = run("umount", &[p(&self.dir)]);
+        for _ in 0..50 {
+            if r.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            r = run("umount", &[p(&self.dir)]);
+        }
         if r.is_ok() {
             std::mem::forget(self);
         }
