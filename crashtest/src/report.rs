@@ -86,6 +86,7 @@ pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
             };
             let mut seen = BTreeSet::new();
             let mut failures = Vec::new();
+            let mut logged = crate::blocklog::Totals::default();
             for r in 0..*runs {
                 let label = format!("{} {} (recording {}/{runs})", fs.name(), w.name, r + 1);
                 progress_line(&format!("{label}: recording"));
@@ -99,6 +100,8 @@ pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
                     replay::check_states(fs, w, &rec, &list, &work.join("check"), &settings, &show)
                         .map_err(|e| format!("{label}: {e}"))?;
                 row.recordings += 1;
+                logged.write_sectors += rec.totals.write_sectors;
+                logged.flushes += rec.totals.flushes;
                 row.checked += out.checked;
                 row.violations += out.failures.len();
                 seen.extend(out.seen);
@@ -120,10 +123,12 @@ pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
                 (Some(false), _) => "not caught".to_string(),
             };
             println!(
-                "{:<6} {:<26} {} recording(s), {} states: {verdict}",
+                "{:<6} {:<26} {} recording(s) ({} KiB written, {} flushes), {} states: {verdict}",
                 fs.name(),
                 w.name,
                 row.recordings,
+                logged.write_sectors / 2,
+                logged.flushes,
                 row.checked
             );
             if w.broken.is_none() {

@@ -15,11 +15,14 @@ use crashsafe::sim::{Budget, Model, SimFs};
 
 use crate::workload::{self, OWNER, Step, Workload};
 
+/// A file in a crash state: `None` if absent, else (bytes, mode).
+pub type FileState = Option<(Vec<u8>, u32)>;
+
 /// A crash state, abstracted for comparison.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Abstract {
     /// Per tracked file: `None` if absent, else (bytes, mode).
-    pub files: Vec<(String, Option<(Vec<u8>, u32)>)>,
+    pub files: Vec<(String, FileState)>,
     /// Per directory of a tracked file: how many other names it holds.
     pub others: Vec<(String, usize)>,
 }

@@ -9,7 +9,7 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crashsafe::sim::Broken;
 use crashsafe::{Batch, Durability, Options};
@@ -412,9 +412,4 @@ pub fn run(w: &Workload, root: &Path, log: &BlockLog, h: &mut History) -> Result
         }
     }
     Ok(())
-}
-
-/// Where `path` lives under `root`.
-pub fn at(root: &Path, path: &str) -> PathBuf {
-    root.join(path)
 }
