@@ -59,7 +59,12 @@ pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
         .collect();
     if plan.broken {
         for v in catalog::BROKEN {
-            jobs.push((catalog::broken(v), plan.broken_runs, plan.broken_states));
+            let runs = if catalog::must_catch(v) {
+                plan.broken_runs
+            } else {
+                plan.broken_runs.div_ceil(2)
+            };
+            jobs.push((catalog::broken(v), runs, plan.broken_states));
         }
     }
     if let Some(f) = &plan.filter {
@@ -182,11 +187,19 @@ pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
             rows.push(row);
         }
     }
-    print_table(&rows, started.elapsed().as_secs_f64());
+    let total = print_table(&rows, started.elapsed().as_secs_f64());
+    if let Some(min) = plan.min_total
+        && plan.fs.len() == FsKind::ALL.len()
+        && plan.filter.is_none()
+        && total < min
+    {
+        println!("FAILED: only {total} states checked, the budget promises at least {min}");
+        ok = false;
+    }
     Ok(ok)
 }
 
-fn print_table(rows: &[Row], secs: f64) {
+fn print_table(rows: &[Row], secs: f64) -> usize {
     println!();
     println!(
         "| filesystem | workload | recordings | states checked | violations | states/s | model gaps |"
@@ -216,4 +229,5 @@ fn print_table(rows: &[Row], secs: f64) {
     let total: usize = rows.iter().map(|r| r.checked).sum();
     println!();
     println!("total: {total} states checked in {secs:.0} s");
+    total
 }
