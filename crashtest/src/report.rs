@@ -226,8 +226,44 @@ fn print_table(rows: &[Row], secs: f64) -> usize {
             r.model_gaps.map_or("-".to_string(), |g| g.to_string())
         );
     }
+    print_pivot(rows);
     let total: usize = rows.iter().map(|r| r.checked).sum();
     println!();
     println!("total: {total} states checked in {secs:.0} s");
     total
+}
+
+/// The same results as workload × filesystem: "states / violations".
+fn print_pivot(rows: &[Row]) {
+    let mut fss: Vec<&str> = Vec::new();
+    let mut workloads: Vec<&str> = Vec::new();
+    for r in rows {
+        if !fss.contains(&r.fs) {
+            fss.push(r.fs);
+        }
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+    }
+    println!();
+    println!("| workload (states checked / violations) | {} |", fss.join(" | "));
+    println!("|---|{}", "---:|".repeat(fss.len()));
+    for w in workloads {
+        let cells: Vec<String> = fss
+            .iter()
+            .map(|fs| {
+                rows.iter()
+                    .find(|r| r.fs == *fs && r.workload == w)
+                    .map_or("-".to_string(), |r| {
+                        let mark = match (r.must_catch, r.violations) {
+                            (Some(_), 0) => " missed",
+                            (Some(_), _) => " caught",
+                            (None, _) => "",
+                        };
+                        format!("{} / {}{mark}", r.checked, r.violations)
+                    })
+            })
+            .collect();
+        println!("| {w} | {} |", cells.join(" | "));
+    }
 }
