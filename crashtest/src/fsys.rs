@@ -1,8 +1,12 @@
 //! The filesystems under test: how to make, mount and check each.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::sys::run;
+
+/// ext4 mount options given on the command line.
+pub static EXT4_OPTIONS: OnceLock<String> = OnceLock::new();
 
 /// One filesystem type and how this tool drives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,11 +80,13 @@ impl FsKind {
     }
 
     /// Mount options: the defaults, except that XFS must accept several
-    /// images with one UUID mounted at once.
+    /// images with one UUID mounted at once; ext4's can be set with
+    /// `--ext4-options` (e.g. `dioread_lock`).
     pub fn mount_options(self) -> &'static str {
         match self {
             FsKind::Xfs => "nouuid",
-            FsKind::Ext4 | FsKind::Btrfs => "",
+            FsKind::Ext4 => EXT4_OPTIONS.get().map_or("", String::as_str),
+            FsKind::Btrfs => "",
         }
     }
 

@@ -38,6 +38,7 @@ usage: crashtest [--fs ext4,xfs,btrfs] [--ci | --thorough] [options]
   --workload NAME   only workloads whose name contains NAME
   --no-broken       skip the broken variants
   --fsck            also run the filesystem's checker on every state
+  --ext4-options O  mount ext4 with these options (default: none)
   --seed N          seed for sampled subsets (default 1)
   --jobs N          parallel state checks (default: number of CPUs)
   --keep DIR        keep the smallest failing image per workload in DIR
@@ -119,6 +120,10 @@ fn parse(args: &[String]) -> Result<Plan, String> {
             "--workload" => plan.filter = Some(it.next().ok_or("--workload needs a name")?.clone()),
             "--no-broken" => plan.broken = false,
             "--fsck" => plan.fsck = true,
+            "--ext4-options" => {
+                let o = it.next().ok_or("--ext4-options needs options")?;
+                let _ = fsys::EXT4_OPTIONS.set(o.clone());
+            }
             "--seed" => plan.seed = num(it.next(), "--seed")? as u64,
             "--jobs" => plan.jobs = num(it.next(), "--jobs")?.max(1),
             "--keep" => {

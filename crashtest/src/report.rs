@@ -246,7 +246,10 @@ fn print_pivot(rows: &[Row]) {
         }
     }
     println!();
-    println!("| workload (states checked / violations) | {} |", fss.join(" | "));
+    println!(
+        "| workload (states checked / violations) | {} |",
+        fss.join(" | ")
+    );
     println!("|---|{}", "---:|".repeat(fss.len()));
     for w in workloads {
         let cells: Vec<String> = fss
