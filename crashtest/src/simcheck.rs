@@ -203,3 +203,51 @@ pub fn show(a: &Abstract, w: &Workload) -> String {
     let _ = w;
     parts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+    use crashsafe::sim::Broken;
+
+    fn state(file: FileState, others: usize) -> Abstract {
+        Abstract {
+            files: vec![("d/file".to_string(), file)],
+            others: vec![("d".to_string(), others)],
+        }
+    }
+
+    #[test]
+    fn the_conservative_model_allows_old_and_new_but_not_garbage() {
+        let w = catalog::real()
+            .into_iter()
+            .find(|w| w.name == "write-existing")
+            .unwrap();
+        let allowed = allowed(&w, Model::Conservative).unwrap();
+        let v = |n| Some((workload::content("d/file", n), 0o640));
+        assert!(allowed.contains(&state(v(0), 0)));
+        assert!(allowed.contains(&state(v(3), 0)));
+        assert!(!allowed.contains(&state(Some((b"garbage".to_vec(), 0o640)), 0)));
+        assert!(
+            !allowed.contains(&state(None, 0)),
+            "the target never vanishes"
+        );
+    }
+
+    #[test]
+    fn the_conservative_model_admits_what_ext4_did_without_the_temp_fsync() {
+        // Seen on Linux 6.18 ext4: new length, all zeros, the old mode.
+        let w = catalog::broken(Broken::NoFileSync);
+        let zeros = state(Some((vec![0; 6000], 0o640)), 0);
+        assert!(allowed(&w, Model::Conservative).unwrap().contains(&zeros));
+    }
+
+    #[test]
+    fn workloads_the_simulator_lacks_are_refused() {
+        let w = catalog::real()
+            .into_iter()
+            .find(|w| w.name == "symlink")
+            .unwrap();
+        assert!(allowed(&w, Model::Conservative).is_err());
+    }
+}
