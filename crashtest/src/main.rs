@@ -33,6 +33,7 @@ usage: crashtest [--fs ext4,xfs,btrfs] [--ci | --thorough] [options]
   --ci              the CI budget (>= 3,000 states over three filesystems)
   --thorough        >= 50,000 states over three filesystems
   --states N        states per recording of a real-protocol workload
+  --runs N          recordings per real-protocol workload (default 1)
   --broken-runs N   recordings per must-catch broken variant (timing can
                     hide one; the other variants get half as many)
   --workload NAME   only workloads whose name contains NAME
@@ -54,6 +55,7 @@ that must be caught but was not, or on an error; 130 when interrupted.";
 pub struct Plan {
     fs: Vec<FsKind>,
     states: usize,
+    real_runs: usize,
     broken_states: usize,
     broken_runs: usize,
     broken: bool,
@@ -78,6 +80,7 @@ fn parse(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan {
         fs: FsKind::ALL.to_vec(),
         states: 150,
+        real_runs: 1,
         broken_states: 60,
         broken_runs: 3,
         broken: true,
@@ -110,12 +113,17 @@ fn parse(args: &[String]) -> Result<Plan, String> {
                 plan.min_total = Some(3000);
             }
             "--thorough" => {
-                plan.states = 1600;
+                // ext4's epochs are small and enumerated whole after a few
+                // hundred states: more recordings (each timed differently)
+                // rather than more states per recording.
+                plan.real_runs = 3;
+                plan.states = 600;
                 plan.broken_states = 200;
                 plan.broken_runs = 5;
                 plan.min_total = Some(50_000);
             }
             "--states" => plan.states = num(it.next(), "--states")?,
+            "--runs" => plan.real_runs = num(it.next(), "--runs")?.max(1),
             "--broken-runs" => plan.broken_runs = num(it.next(), "--broken-runs")?.max(1),
             "--workload" => plan.filter = Some(it.next().ok_or("--workload needs a name")?.clone()),
             "--no-broken" => plan.broken = false,

@@ -55,7 +55,7 @@ fn print_failures(fs: FsKind, w: &Workload, failures: &[Failure]) {
 pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
     let mut jobs: Vec<(Workload, usize, usize)> = catalog::real()
         .into_iter()
-        .map(|w| (w, 1, plan.states))
+        .map(|w| (w, plan.real_runs, plan.states))
         .collect();
     if plan.broken {
         for v in catalog::BROKEN {
