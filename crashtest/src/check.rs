@@ -164,16 +164,25 @@ fn check_backup(
     }
 }
 
-/// Checks every tracked file.
+/// Checks every tracked file, and that each written-through symlink is
+/// still the same symlink (the library replaces its target, never it).
 pub fn check(
     root: &Path,
     tracked: &[&'static str],
+    links: &[(&'static str, &'static str)],
     h: &History,
     m: &Marks,
 ) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for path in tracked {
         out.extend(check_file(root, path, h, m)?);
+    }
+    for (link, target) in links {
+        match std::fs::read_link(root.join(link)) {
+            Ok(t) if t == Path::new(target) => {}
+            Ok(t) => out.push(format!("{link} now points to {}", t.display())),
+            Err(e) => out.push(format!("{link} is no longer a symlink: {e}")),
+        }
     }
     Ok(out)
 }
@@ -234,7 +243,7 @@ mod tests {
                 v.gid = gid;
             }
         }
-        let out = check(&dir, &["f"], &h, m).unwrap();
+        let out = check(&dir, &["f"], &[], &h, m).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         out
     }

@@ -75,7 +75,13 @@ impl Job<'_> {
             match Mounted::mount(&lo.dev, &mnt, self.fs.name(), self.fs.mount_options()) {
                 Err(e) => problems = vec![format!("the image does not mount: {e}")],
                 Ok(m) => {
-                    problems = check::check(&mnt, &self.w.tracked, &self.rec.history, &marks)?;
+                    problems = check::check(
+                        &mnt,
+                        &self.w.tracked,
+                        &self.w.symlinks,
+                        &self.rec.history,
+                        &marks,
+                    )?;
                     if self.w.sim_check {
                         seen = Some(simcheck::abstract_state(&mnt, self.w)?);
                     }
