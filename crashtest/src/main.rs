@@ -202,7 +202,11 @@ fn main() -> ExitCode {
         eprintln!("crashtest: {}: {e}", work.display());
         return ExitCode::from(1);
     }
-    let result = report::run_all(&plan, &work);
+    // A panic (a closed stdout, say) must not skip the cleanup below.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        report::run_all(&plan, &work)
+    }))
+    .unwrap_or_else(|_| Err("panicked".to_string()));
     // Whatever happened, nothing of ours stays mounted or attached.
     sys::cleanup(&work.to_string_lossy());
     let _ = std::fs::remove_dir_all(&work);
