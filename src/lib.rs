@@ -97,6 +97,7 @@
 //!   replaces FILE with standard input); the library never needs it.
 
 mod batch;
+mod dirs;
 mod error;
 mod file;
 #[cfg(any(test, feature = "sim"))]
@@ -119,6 +120,7 @@ pub use batch::Batch;
 pub use error::{Error, InvalidReason, Step};
 pub use file::AtomicFile;
 pub use options::{Durability, HardLinks, Options};
+pub use sweep::{Kept, SweepReport};
 
 /// Replaces `path` with `contents`, atomically and durably, keeping the
 /// existing file's mode and owner and following a symlink at `path`.
@@ -182,15 +184,19 @@ where
 
 /// Removes this library's temp files in `dir` that were left behind by
 /// crashed or killed writers, never a live writer's. Returns how many were
-/// removed.
+/// removed; [`sweep_report`] says which, and which it kept and why.
 ///
-/// Only regular files whose names have the temp shape `.NAME.RANDOM.tmp`
-/// are candidates; symlinks are never followed or removed. A temp is
-/// removed only if no process holds its lock (every writer locks its temp
-/// until the rename) and it was not modified in the last 10 seconds.
+/// Only regular files whose names carry the temp mark
+/// `.NAME.crashsafe-RANDOM.tmp` are candidates; symlinks are never followed
+/// or removed, and no other name is ever touched. A temp is removed when no
+/// process holds its lock (every writer locks its temp until the rename and
+/// the kernel drops the lock when the writer dies), so everything a dead
+/// writer left is removed at once. A writer caught between creating its
+/// temp and locking it notices the removal and starts again under a new
+/// name.
 ///
 /// # Errors
-/// [`Step::OpenParent`] or [`Step::ReadDir`] for `dir`, or
+/// [`Step::OpenDir`] or [`Step::ReadDir`] for `dir`, or
 /// [`Step::RemoveTemp`] if a stale temp could not be removed.
 ///
 /// # Examples
@@ -201,10 +207,55 @@ where
 /// # Ok::<(), crashsafe::Error>(())
 /// ```
 pub fn sweep<P: AsRef<Path>>(dir: P) -> Result<usize, Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    sweep::sweep(&sys::RealSys, dir.as_ref(), now)
+    sweep_report(dir).map(|r| r.removed.len())
+}
+
+/// Creates the directory `path` and its missing parents, like
+/// [`std::fs::create_dir_all`], and fsyncs each parent right after a
+/// directory was created in it, so the new directories survive a power cut.
+///
+/// Use it for a directory that [`write`](fn@write) will put a file into:
+/// `write` makes the file's own entry durable (it fsyncs the file's
+/// directory), but the new directory's entry in *its* parent is durable
+/// only when that parent is synced. ext4, XFS and btrfs do that in practice
+/// with the file's directory fsync; POSIX does not promise it. Existing
+/// directories are not synced again (a directory made by someone else is
+/// theirs to sync). New directories get mode `0o777` under the umask.
+///
+/// # Errors
+/// [`Step::OpenDir`] if a directory on the way cannot be opened,
+/// [`Step::CreateDir`] if `mkdir` fails, [`Step::SyncParent`] if a parent's
+/// fsync fails (the directory exists then, its durability unknown).
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let state = dir.path().join("app/state");
+/// crashsafe::create_dir_all(&state)?;
+/// crashsafe::write(state.join("db.json"), b"{}")?;
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn create_dir_all<P: AsRef<Path>>(path: P) -> Result<(), Error> {
+    dirs::create_dir_all(&sys::RealSys, path.as_ref())
+}
+
+/// [`sweep`], returning the temps it removed and those it kept, with the
+/// reason for each.
+///
+/// # Errors
+/// As [`sweep`].
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let report = crashsafe::sweep_report(dir.path())?;
+/// for (path, why) in &report.kept {
+///     println!("kept {}: {why}", path.display());
+/// }
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn sweep_report<P: AsRef<Path>>(dir: P) -> Result<SweepReport, Error> {
+    sweep::sweep(&sys::RealSys, dir.as_ref())
 }
 
 #[cfg(doctest)]

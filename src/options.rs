@@ -61,6 +61,7 @@ pub struct Options {
     pub(crate) hard_links: HardLinks,
     pub(crate) preserve_xattrs: bool,
     pub(crate) unnamed_temp: bool,
+    pub(crate) lock_timeout: Option<std::time::Duration>,
     #[cfg(any(test, feature = "sim"))]
     pub(crate) broken: Option<crate::protocol::Broken>,
 }
@@ -85,6 +86,7 @@ impl Options {
             hard_links: HardLinks::Break,
             preserve_xattrs: true,
             unnamed_temp: false,
+            lock_timeout: None,
             #[cfg(any(test, feature = "sim"))]
             broken: None,
         }
@@ -175,6 +177,18 @@ impl Options {
     /// times the syscall floor) and on tmpfs (see `benches/RESULTS.md`).
     pub fn unnamed_temp(&mut self, yes: bool) -> &mut Options {
         self.unnamed_temp = yes;
+        self
+    }
+
+    /// How long [`update`](Options::update) waits for the directory lock
+    /// that another update holds: `None` (the default) waits as long as it
+    /// takes, `Some(Duration::ZERO)` tries once. When the time is up the
+    /// update fails at [`Step::Lock`](crate::Step::Lock) with kind
+    /// `TimedOut`, and nothing was changed. (An update nested inside another
+    /// in the same directory, which would wait for itself, fails at once
+    /// with kind `Deadlock`, whatever this says.)
+    pub fn lock_timeout(&mut self, timeout: Option<std::time::Duration>) -> &mut Options {
+        self.lock_timeout = timeout;
         self
     }
 

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fmt;
 
 use super::errno;
-use crate::temp_name::{RANDOM_LEN, is_temp_name};
+use crate::temp_name::{MARK, RANDOM_LEN, is_temp_name};
 
 /// The syscalls of the protocol's syscall trait, one per method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,11 +66,18 @@ pub enum Call {
     CreateUnnamed,
     /// `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)`.
     LinkUnnamed,
+    // issue 12: update without hanging; create_dir_all
+    /// `flock(dir, LOCK_EX|LOCK_NB)`.
+    TryLockDir,
+    /// `fstat(dir)`.
+    DirIdentity,
+    /// `mkdirat(dir, name, mode)`.
+    MkdirAt,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 26] = [
+    pub const ALL: [Call; 29] = [
         Call::OpenDir,
         Call::StatAt,
         Call::ReadLinkAt,
@@ -97,6 +104,9 @@ impl Call {
         Call::SyncFs,
         Call::CreateUnnamed,
         Call::LinkUnnamed,
+        Call::TryLockDir,
+        Call::DirIdentity,
+        Call::MkdirAt,
     ];
 
     /// The method name, as in the trace.
@@ -128,6 +138,9 @@ impl Call {
             Call::SyncFs => "sync_fs",
             Call::CreateUnnamed => "create_unnamed",
             Call::LinkUnnamed => "link_unnamed",
+            Call::TryLockDir => "try_lock_dir",
+            Call::DirIdentity => "dir_identity",
+            Call::MkdirAt => "mkdir_at",
         }
     }
 
@@ -183,9 +196,9 @@ pub(crate) fn show(name: &OsStr) -> String {
     if !is_temp_name(name) {
         return text.into_owned();
     }
-    // ".{name}.{RANDOM}.tmp": replace RANDOM by '*'.
+    // ".{name}.crashsafe-{RANDOM}.tmp": replace "crashsafe-RANDOM" by '*'.
     let bytes = text.as_bytes();
     let end = bytes.len() - ".tmp".len();
-    let start = end - RANDOM_LEN;
+    let start = end - RANDOM_LEN - MARK.len() + 1;
     format!("{}*{}", &text[..start], &text[end..])
 }

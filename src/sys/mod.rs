@@ -167,4 +167,16 @@ pub(crate) trait Sys: Clone {
     /// 64 unpredictable bits for temp names. The real backend draws them
     /// from a randomly keyed hash; the simulator from its seed.
     fn random(&self) -> u64;
+
+    // issue 12: update without hanging; create_dir_all
+    /// `flock(dir, LOCK_EX|LOCK_NB)`: `EWOULDBLOCK` while another open file
+    /// description holds the lock.
+    fn try_lock_dir(&self, dir: &Self::Dir) -> io::Result<()>;
+
+    /// `fstat(dir)`: `(st_dev, st_ino)`, which tell directories apart.
+    fn dir_identity(&self, dir: &Self::Dir) -> io::Result<(u64, u64)>;
+
+    /// `mkdirat(dir, name, mode)`: the kernel applies the umask. The new
+    /// entry is durable only after [`Sys::sync_dir`] of `dir`.
+    fn mkdir_at(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<()>;
 }

@@ -273,4 +273,20 @@ impl Sys for RealSys {
         h.write_u128(now.map(|d| d.as_nanos()).unwrap_or(0));
         h.finish()
     }
+
+    // issue 12: update without hanging; create_dir_all
+    fn try_lock_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        let op = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        rustix::fs::flock(dir, op).map_err(err)
+    }
+
+    fn dir_identity(&self, dir: &OwnedFd) -> io::Result<(u64, u64)> {
+        let st = rustix::fs::fstat(dir).map_err(err)?;
+        #[allow(clippy::unnecessary_cast)] // the field types differ by platform
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
+    fn mkdir_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode as _)).map_err(err)
+    }
 }

@@ -51,6 +51,7 @@ fn new_file() {
             "stat_at(/d, a) = ENOENT",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
@@ -70,6 +71,7 @@ fn replace_keeps_owner_then_mode_before_the_fsync() {
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -93,6 +95,7 @@ fn create_new_uses_rename_noreplace() {
             "stat_at(/d, a) = ENOENT",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_noreplace_at(/d, .a.*.tmp, a) = ok",
@@ -115,6 +118,7 @@ fn create_new_falls_back_to_link_where_noreplace_is_unsupported() {
             "stat_at(/d, a) = ENOENT",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_noreplace_at(/d, .a.*.tmp, a) = EINVAL",
@@ -148,6 +152,7 @@ fn followed_symlink_replaces_and_syncs_in_the_targets_directory() {
             "stat_at(/d/../e, a) = ok",
             "create_at(/d/../e, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -171,6 +176,7 @@ fn not_followed_symlink_is_replaced_as_a_new_file() {
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
@@ -190,6 +196,7 @@ fn consistent_skips_only_the_directory_fsync() {
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -213,7 +220,7 @@ fn streaming_buffers_small_writes_into_one() {
     file.commit().unwrap();
     assert_eq!(sim.read_file("/d/a").unwrap(), b"0123456789".repeat(10));
     assert_eq!(
-        sim.trace_lines()[4],
+        sim.trace_lines()[5],
         "write_at(.a.*.tmp, 100 bytes @0) = 100"
     );
 }
@@ -231,6 +238,7 @@ fn failed_fsync_removes_the_temp_and_never_renames() {
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -272,16 +280,19 @@ fn batch_flushes_once_per_directory_then_renames_then_syncs_each_directory() {
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "open_dir(/d) = ok",
             "stat_at(/d, b) = ENOENT",
             "create_at(/d, .b.*.tmp, 0o666) = ok",
             "lock(.b.*.tmp, wait=false) = ok",
+            "stat_file(.b.*.tmp) = ok",
             "write_at(.b.*.tmp, 5 bytes @0) = 5",
             "open_dir(/e) = ok",
             "stat_at(/e, c) = ok",
             "create_at(/e, .c.*.tmp, 0o600) = ok",
             "lock(.c.*.tmp, wait=false) = ok",
+            "stat_file(.c.*.tmp) = ok",
             "write_at(.c.*.tmp, 5 bytes @0) = 5",
             // Commit: each temp that replaces a file is looked at, and its owner
             // and mode changed only where they differ (c already matches)...
@@ -319,7 +330,7 @@ fn batch_falls_back_to_one_fsync_per_file_without_syncfs() {
     batch.commit().unwrap();
     let trace = sim.trace_lines();
     assert_eq!(
-        trace[10..],
+        trace[12..],
         [
             "sync_fs(/d) = EOPNOTSUPP (injected)",
             "sync_file(.b.*.tmp) = ok",
@@ -405,6 +416,7 @@ fn unnamed_temp_falls_back_to_a_named_temp_without_o_tmpfile() {
             "create_unnamed(/d, 0o600) = EOPNOTSUPP",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -431,6 +443,7 @@ fn backup_links_the_old_file_and_renames_it_over_the_backup_before_the_main_rena
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -439,9 +452,11 @@ fn backup_links_the_old_file_and_renames_it_over_the_backup_before_the_main_rena
             "sync_file(.a.*.tmp) = ok",
             "link_at(/d, a, .a~.*.tmp) = ok",
             "rename_at(/d, .a~.*.tmp, a~) = ok",
+            // The backup's name is durable before the old name is taken:
+            // the old version is under one of the two names after any crash.
+            "sync_dir(/d) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
             "close(.a.*.tmp)",
-            // One directory fsync covers the backup and the new file.
             "sync_dir(/d) = ok",
         ],
     );
@@ -463,6 +478,7 @@ fn update_locks_the_directory_and_looks_again_before_reading() {
         &[
             "open_dir(/d) = ok",
             "stat_at(/d, a) = ok",
+            "dir_identity(/d) = ok",
             "lock_dir(/d) = ok",
             // Another updater may have replaced the file before we got the lock.
             "stat_at(/d, a) = ok",
@@ -472,6 +488,7 @@ fn update_locks_the_directory_and_looks_again_before_reading() {
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 6 bytes @0) = 6",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -496,10 +513,11 @@ fn update_of_a_missing_file_reads_nothing() {
     .unwrap();
     let trace = sim.trace_lines();
     assert_eq!(
-        trace[..5],
+        trace[..6],
         [
             "open_dir(/d) = ok",
             "stat_at(/d, b) = ENOENT",
+            "dir_identity(/d) = ok",
             "lock_dir(/d) = ok",
             "stat_at(/d, b) = ENOENT",
             "create_at(/d, .b.*.tmp, 0o666) = ok",
@@ -535,7 +553,7 @@ fn backup_that_already_is_the_old_file_leaves_no_temp_link() {
     // work done.
     let trace = sim.trace_lines();
     assert_eq!(
-        trace[11..],
+        trace[12..],
         [
             "sync_file(.a.*.tmp) = ok",
             "stat_at(/d, a~) = ok",

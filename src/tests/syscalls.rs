@@ -10,7 +10,9 @@
 //! - `fstatat` of the target: refuse directories and devices, read mode
 //!   and owner to keep;
 //! - `flock` of the temp: lets `sweep` tell a live writer's temp from a dead
-//!   one's;
+//!   one's; then `fstat` of the temp: after the lock, its link count says
+//!   whether a `sweep` removed it between create and lock (then the writer
+//!   starts again), which is what lets `sweep` remove dead temps at once;
 //! - `fstat` of the temp (existing file only), then `fchown` only when the
 //!   owner differs (root replacing another user's file) and `fchmod` only
 //!   when the mode differs (the temp starts 0600);
@@ -46,14 +48,14 @@ fn count(path: &str, opts: &Options) -> (usize, usize) {
 #[test]
 fn replace_of_an_existing_file() {
     // Your own 0644 file: fstat, fchmod (0600 -> 0644), no fchown.
-    // 12 traced + close(dir) = 13 real calls, 2 syncs.
-    assert_eq!(count("/d/old", &Options::new()), (12, 2));
+    // 13 traced + close(dir) = 14 real calls, 2 syncs.
+    assert_eq!(count("/d/old", &Options::new()), (13, 2));
 }
 
 #[test]
 fn replace_of_a_private_file_needs_neither_chown_nor_chmod() {
     // The temp already is 0600 and yours: the fstat shows it.
-    assert_eq!(count("/d/secret", &Options::new()), (11, 2));
+    assert_eq!(count("/d/secret", &Options::new()), (12, 2));
 }
 
 #[test]
@@ -61,27 +63,27 @@ fn root_replacing_another_users_file_adds_the_chown() {
     let sim = sim();
     sim.set_identity(0, 0, true);
     sim.write("/d/old", &[7u8; 4096], &Options::new()).unwrap();
-    assert_eq!(sim.trace().len(), 13);
+    assert_eq!(sim.trace().len(), 14);
 }
 
 #[test]
 fn new_file() {
-    // No fchown, fchmod or llistxattr: 9 traced + close(dir) = 10.
-    assert_eq!(count("/d/new", &Options::new()), (9, 2));
+    // No fchown, fchmod or llistxattr: 10 traced + close(dir) = 11.
+    assert_eq!(count("/d/new", &Options::new()), (10, 2));
 }
 
 #[test]
 fn without_the_optional_extras() {
     let mut opts = Options::new();
     opts.preserve_xattrs(false);
-    assert_eq!(count("/d/old", &opts), (11, 2));
+    assert_eq!(count("/d/old", &opts), (12, 2));
 }
 
 #[test]
 fn consistent_skips_one_sync() {
     let mut opts = Options::new();
     opts.durability(Durability::Consistent);
-    assert_eq!(count("/d/old", &opts), (11, 1));
+    assert_eq!(count("/d/old", &opts), (12, 1));
 }
 
 #[test]
@@ -93,7 +95,7 @@ fn unnamed_temp_costs_one_link() {
 
 #[test]
 fn batch_of_files_in_one_directory() {
-    // Per file: open dir, fstatat, openat, flock, pwrite, rename, close;
+    // Per file: open dir, fstatat, openat, flock, fstat, pwrite, rename, close;
     // once per batch: one syncfs and one directory fsync.
     let sim = sim();
     let mut batch = sim.batch(&Options::new());
@@ -103,9 +105,18 @@ fn batch_of_files_in_one_directory() {
     batch.commit().unwrap();
     let trace = sim.trace();
     let of = |call: Call| trace.iter().filter(|t| t.call == call).count();
-    assert_eq!(trace.len(), 10 * 7 + 2);
+    assert_eq!(trace.len(), 10 * 8 + 2);
     assert_eq!(
         (of(Call::SyncFs), of(Call::SyncDir), of(Call::SyncFile)),
         (1, 1, 0)
     );
+}
+
+#[test]
+fn backup_adds_a_link_a_rename_and_a_directory_fsync() {
+    // The directory fsync between the backup's rename and the main rename
+    // keeps the old version under one of the two names after any crash.
+    let mut opts = Options::new();
+    opts.backup(true);
+    assert_eq!(count("/d/old", &opts), (16, 3));
 }
