@@ -218,7 +218,7 @@ impl fmt::Display for Error {
                     (Step::OpenDir | Step::ReadDir, _) => write!(f, "failed to {step} {target}")?,
                     (Step::OpenParent, Some(dir)) => write!(
                         f,
-                        "failed to open the directory {} (the parent of {target})",
+                        "failed to open the parent directory {} of {target}",
                         dir.display()
                     )?,
                     _ => write!(f, "failed to {step} for {target}")?,
