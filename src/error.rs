@@ -498,7 +498,7 @@ mod tests {
         .with_dir(Path::new("/gone"));
         assert!(
             e.to_string()
-                .starts_with("failed to open the directory /gone (the parent of /l): "),
+                .starts_with("failed to open the parent directory /gone of /l: "),
             "{e}"
         );
     }

@@ -18,8 +18,8 @@
 //!
 //! # Guarantees
 //!
-//! On filesystems that honour `fsync` (ext4, XFS, btrfs, tmpfs; see
-//! Limitations):
+//! On filesystems that honour `fsync` (ext4, XFS, btrfs; see Limitations.
+//! tmpfs keeps the atomicity, but a power cut loses all of it anyway):
 //!
 //! - **After `Ok`** with the default [`Durability::Durable`], the target holds
 //!   exactly the new bytes, with the kept (or chosen) mode and owner, and this
@@ -27,7 +27,10 @@
 //! - **After a crash at any moment**, the target holds either its complete old
 //!   content and metadata (or is absent, if it was absent) or the complete new
 //!   content and metadata. Never empty, short, zero-filled or a mix. A stray
-//!   hidden temp file `.name.RANDOM.tmp` may remain beside it.
+//!   hidden temp file `.name.crashsafe-RANDOM.tmp` may remain beside it;
+//!   [`sweep`] removes it.
+//! - **With [`Options::backup`]**, after a crash at any moment the old
+//!   version is under the target's name or under `name~`.
 //! - **After an `Err`** with [`Error::target_replaced`] false, the target is
 //!   unchanged and the temp file was removed (unless [`Error::temp_left`]
 //!   names it, because removing it failed too). With `target_replaced()` true
@@ -47,7 +50,12 @@
 //!                                  a symlink at the target is resolved first
 //! 2. fstatat(parent, name)         refuse directories and special files;
 //!                                  remember mode and owner
-//! 3. openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, 0600)
+//! 3. openat(parent, ".name.crashsafe-RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, MODE)
+//!    flock(temp); fstat(temp)      MODE: 0600 when a file is replaced (it gets
+//!                                  that file's mode at step 5), else the final
+//!                                  mode under the umask; the lock keeps `sweep`
+//!                                  away, and a temp a `sweep` took first
+//!                                  (no links left) is dropped for a new name
 //! 4. pwrite ...                    the caller's bytes
 //! 5. fstat; fchown, fchmod         only what differs; owner first (it clears setuid)
 //! 6. fsync(temp)                   data and metadata on disk before the switch
@@ -65,19 +73,45 @@
 //! - **Concurrent writers**: each writer has its own temp and the last rename
 //!   wins; nothing is torn, but serialising writers needs a lock.
 //! - **Mode and owner** are read when the replace starts, not at commit.
-//!   Extended attributes and ACLs are not copied.
+//!   `user.*` and `security.*` extended attributes are copied by default
+//!   ([`Options::preserve_xattrs`]); ACLs (`system.*`) and `trusted.*` are not.
 //! - **Owner** is kept only when permitted: a process that is not root cannot
 //!   give a file to another user, and that `EPERM` is ignored.
 //! - `close` is not checked (rustix offers no checked close); the `fsync`
 //!   before it reports the errors a local filesystem can give.
 //! - **Platforms**: tested on Linux. Other Unix systems compile (Apple uses
-//!   `F_FULLFSYNC`); elsewhere every call returns
-//!   [`std::io::ErrorKind::Unsupported`].
+//!   `F_FULLFSYNC` for the file and for the directory: a plain `fsync` there
+//!   leaves both in the drive's cache, and the rename matters as much as the
+//!   data); elsewhere every call returns [`std::io::ErrorKind::Unsupported`].
+//! - **A directory created just before**: a file's durable replace fsyncs
+//!   the file's directory, not that directory's parent, so a directory made
+//!   with `std::fs::create_dir_all` a moment ago may vanish in a power cut
+//!   with the file in it (ext4, XFS and btrfs keep it in practice; POSIX does
+//!   not promise it). Create it with [`create_dir_all`] instead.
+//!
+//! # When a replace cannot work
+//!
+//! A rename-based replace needs what `std::fs::write` (which truncates and
+//! rewrites the existing inode) does not; there `write` fails, before the
+//! target is touched:
+//!
+//! | situation | error | what to do |
+//! |---|---|---|
+//! | the target is a bind mount (a file mounted over, as in containers) | `EBUSY` at [`Step::Rename`] | write through the mount source's path, or rewrite in place (not crash-safe) |
+//! | you may write the file but not create files in its directory | `EACCES` at [`Step::CreateTemp`] | ask for write access to the directory, or keep the file in one you own |
+//! | a sticky directory (`/tmp`) where the target belongs to another user | `EPERM` at [`Step::Rename`] | only the owner (or the directory's owner) can replace it |
+//! | a disk with room for only one copy | `ENOSPC` at [`Step::Write`] | free space: the old and the new content exist together until the rename |
+//!
+//! In every case the target is unchanged and the temp was removed.
 //!
 //! # Errors
 //!
-//! Every [`Error`] names the [`Step`] that failed and the target path. What
-//! the target holds after each kind of error:
+//! Every [`Error`]'s message (`{}`) names the [`Step`] that failed, the
+//! path and the OS reason; so does the [`std::io::Error`] it converts to
+//! (keeping its kind). The reason is in the message, so `source()` is
+//! `None` and reporters that walk the chain print it once; the OS error
+//! number is [`Error::raw_os_error`], and [`Error::raw_os_error_of`] for a
+//! converted `io::Error`. What the target holds after each kind of error:
 //!
 //! | step | target after the error |
 //! |---|---|
@@ -125,7 +159,9 @@ pub use sweep::{Kept, SweepReport};
 /// Replaces `path` with `contents`, atomically and durably, keeping the
 /// existing file's mode and owner and following a symlink at `path`.
 ///
-/// This is `Options::new().write(path, contents)`.
+/// This is `Options::new().write(path, contents)`. If the file's directory
+/// was just created, create it with [`create_dir_all`], which makes the new
+/// directories themselves durable; `write` syncs only the file's directory.
 ///
 /// # Errors
 /// See [`Error`]; the target is unchanged unless [`Error::target_replaced`].
@@ -148,6 +184,11 @@ pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(path: P, contents: C) -> Result<(),
 /// returns the new content, which replaces the file as [`write`](fn@write) does. Calls
 /// to `update` on files in the same directory run one at a time, across
 /// threads and processes.
+///
+/// An `update` inside `f` of another file in the same directory would wait
+/// for itself; it fails at once instead ([`Step::Lock`], kind `Deadlock`).
+/// [`Options::lock_timeout`] bounds the wait for another holder, or tries
+/// once. A signal that interrupts the wait (`EINTR`) does not fail it.
 ///
 /// The lock is an `flock` on the file's (resolved) parent directory. It
 /// cannot be on the file itself, since every replace gives the file a new

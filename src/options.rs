@@ -143,9 +143,16 @@ impl Options {
     /// Keep the previous version as `name~` beside the target. Default `false`.
     ///
     /// The backup is a hard link to the old file made just before the
-    /// rename (under a temp name, then renamed over any older backup), so at
-    /// every moment the old version is reachable under one of the two names.
-    /// The directory fsync covers both. Nothing is backed up for a new file.
+    /// rename (under a temp name, then renamed over any older backup), and
+    /// the directory is fsynced before the main rename (whatever the
+    /// [`Durability`]), so at every moment, across any crash, the old version
+    /// is reachable under one of the two names. Nothing is backed up for a
+    /// new file. A target whose name is 255 bytes long has no room for the
+    /// `~`: the write fails at once with
+    /// [`InvalidReason::BackupNameTooLong`](crate::InvalidReason::BackupNameTooLong).
+    /// For [`HardLinks::Refuse`], a file whose only other name is its own
+    /// backup (what a crash between the two renames leaves) is not
+    /// hard-linked.
     pub fn backup(&mut self, yes: bool) -> &mut Options {
         self.backup = yes;
         self

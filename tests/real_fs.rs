@@ -763,7 +763,7 @@ mod create_new {
         let err = check_refused(
             err,
             &target,
-            Some(Step::Rename),
+            Some(Step::InspectTarget),
             io::ErrorKind::AlreadyExists,
         );
         assert_eq!(io::Error::from(err).kind(), io::ErrorKind::AlreadyExists);
@@ -807,7 +807,12 @@ mod create_new {
                 .follow_symlinks(follow)
                 .write(&link, b"new")
                 .unwrap_err();
-            check_refused(err, &link, Some(Step::Rename), io::ErrorKind::AlreadyExists);
+            check_refused(
+                err,
+                &link,
+                Some(Step::InspectTarget),
+                io::ErrorKind::AlreadyExists,
+            );
         }
         assert_eq!(fx.snapshot(), before);
     }
@@ -822,7 +827,12 @@ mod create_new {
             .follow_symlinks(false)
             .write(&link, b"new")
             .unwrap_err();
-        check_refused(err, &link, Some(Step::Rename), io::ErrorKind::AlreadyExists);
+        check_refused(
+            err,
+            &link,
+            Some(Step::InspectTarget),
+            io::ErrorKind::AlreadyExists,
+        );
         assert_eq!(fx.snapshot(), before);
     }
 
@@ -837,7 +847,12 @@ mod create_new {
         assert!(is_symlink(&link));
         assert_eq!(fs::read(fx.path("missing")).unwrap(), b"new");
         let err = create_new().write(&link, b"again").unwrap_err();
-        check_refused(err, &link, Some(Step::Rename), io::ErrorKind::AlreadyExists);
+        check_refused(
+            err,
+            &link,
+            Some(Step::InspectTarget),
+            io::ErrorKind::AlreadyExists,
+        );
         assert_eq!(fs::read(fx.path("missing")).unwrap(), b"new");
     }
 }

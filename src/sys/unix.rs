@@ -130,6 +130,10 @@ impl Sys for RealSys {
     }
 
     fn sync_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        // As for files: Apple's fsync leaves the rename in the drive's cache.
+        #[cfg(target_vendor = "apple")]
+        return rustix::fs::fcntl_fullfsync(dir).map_err(err);
+        #[cfg(not(target_vendor = "apple"))]
         rustix::fs::fsync(dir).map_err(err)
     }
 
