@@ -92,3 +92,48 @@ fn create_new_refused_by_looking_reports_the_inspection() {
     assert_eq!(err.step(), Some(Step::InspectTarget));
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_bind_mounted_file_cannot_be_replaced_and_stays_as_it_was() {
+    // The "When a replace cannot work" table: a file mounted over another
+    // (as in containers) cannot be renamed over: EBUSY at the rename.
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: bind mounts need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (target, source) = (dir.path().join("target"), dir.path().join("source"));
+    std::fs::write(&target, "under").unwrap();
+    std::fs::write(&source, "mounted").unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["--bind"])
+        .arg(&source)
+        .arg(&target)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("skipped: mount --bind failed here");
+        return;
+    }
+    let _mount = BindMount(target.clone());
+    let err = crashsafe::write(&target, "new").unwrap_err();
+    assert_eq!(err.step(), Some(Step::Rename), "{err}");
+    assert_eq!(err.raw_os_error(), Some(16), "{err}"); // EBUSY
+    assert!(!err.target_replaced());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "mounted");
+    let temps: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".crashsafe-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
