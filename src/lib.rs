@@ -120,6 +120,8 @@
 //! | [`Step::Write`] .. [`Step::Rename`] | unchanged; temp removed |
 //! | [`Step::SyncParent`], [`Step::RemoveTempLink`] | **replaced**, durability unknown |
 //! | [`Step::RemoveTemp`] (discard) | unchanged; the temp named by [`Error::temp_left`] remains |
+//! | [`Step::Lock`] (`update`: `Deadlock` for a nested update, `TimedOut`) | unchanged; nothing was created |
+//! | [`Step::OpenDir`], [`Step::ReadDir`], [`Step::CreateDir`] | `sweep` / `create_dir_all` only |
 //!
 //! `Error` converts into [`std::io::Error`] keeping its kind (`NotFound` for
 //! a missing parent, `AlreadyExists` for `create_new`, ...).

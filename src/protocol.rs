@@ -4,10 +4,13 @@
 //! open(parent, O_DIRECTORY)                      once; every later call is *at this fd
 //! fstatat(parent, name, AT_SYMLINK_NOFOLLOW)     type check; mode and owner to keep
 //!   (readlinkat + open the link's parent again, while following a symlink)
-//! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
+//! openat(parent, ".name.crashsafe-RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
+//! flock(temp, LOCK_EX|LOCK_NB); fstat(temp)      `sweep` keeps away; no links: a
+//!                                                sweep took it first, start again
 //! pwrite ...                                     the caller's bytes
 //! fstat; fchown, fchmod where they differ        before the fsync, chown first
 //! fsync(temp)                                    the data and mode are durable
+//!   (backup: linkat(name, temp2), renameat(temp2, name~), fsync(parent))
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
 //! ```
