@@ -89,9 +89,10 @@ fn an_extreme_mtime_is_no_problem() {
         .or_else(|_| tempfile::tempdir())
         .unwrap();
     let d = dir.path();
+    // The far past is what overflowed `now - mtime` (old code).
     let times = [
-        UNIX_EPOCH.checked_sub(Duration::from_secs(i64::MAX as u64 / 2)),
-        UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 / 2)),
+        UNIX_EPOCH.checked_sub(Duration::from_secs(i64::MAX as u64 - 10)),
+        UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 - 10)),
     ];
     let mut made = 0;
     for (i, t) in times.into_iter().enumerate() {
@@ -102,7 +103,13 @@ fn an_extreme_mtime_is_no_problem() {
             made += 1;
         }
     }
-    println!("{made} of 2 extreme mtimes set");
+    let mtimes: Vec<i64> = (0..2)
+        .map(|i| {
+            let p = d.join(format!(".{i}.crashsafe-abcdefghijkl.tmp"));
+            std::os::unix::fs::MetadataExt::mtime(&fs::metadata(p).unwrap())
+        })
+        .collect();
+    println!("{made} of 2 extreme mtimes set: {mtimes:?}");
     assert_eq!(crashsafe::sweep(d).unwrap(), 2);
 }
 
