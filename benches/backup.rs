@@ -10,7 +10,7 @@
 //!   fsync, then the usual rename and directory fsync.
 //!
 //! ```text
-//! cargo bench --bench backup                        # 200 rounds in target/ (the test disk)
+//! cargo bench -p crashsafe-bench --bench backup                        # 200 rounds in target/ (the test disk)
 //! CRASHSAFE_BENCH_ROUNDS=50 cargo bench --bench backup
 //! CRASHSAFE_BENCH_DIR=/dev/shm cargo bench --bench backup
 //! ```
@@ -32,6 +32,7 @@ fn main() {
     let base = std::env::var_os("CRASHSAFE_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
     let payload = vec![7u8; 4096];
     let mut plain = crashsafe::Options::new();
