@@ -63,14 +63,20 @@ pub(crate) struct Ext4 {
     rename_flushes: Vec<(usize, Ino, usize)>,
     /// After a failed fsync, at most this many writes can be on disk.
     cap: BTreeMap<Ino, usize>,
+    /// Writes whose data an fsync waited for, per file. Writeback that
+    /// nobody waited for (background, `auto_da_alloc`) may commit the size
+    /// and an unwritten extent before the data: zeros at the new length.
+    synced: BTreeMap<Ino, usize>,
 }
 
-/// One file's choice of how many writes are on disk: `lo..=hi`.
+/// One file's choice of how many writes are on disk: `options[lo..=hi]`,
+/// each (writes whose size is on disk, writes whose data is on disk).
 #[derive(Debug)]
 struct Choice {
     ino: Ino,
     lo: usize,
     hi: usize,
+    options: Vec<(usize, usize)>,
 }
 
 impl Ext4 {
@@ -85,6 +91,7 @@ impl Ext4 {
             floor: BTreeMap::new(),
             rename_flushes: Vec::new(),
             cap: BTreeMap::new(),
+            synced: BTreeMap::new(),
         }
     }
 
@@ -136,10 +143,16 @@ impl Ext4 {
                     lo = lo.max(self.capped(ino, k));
                 }
             }
+            let lo = lo.min(hi);
+            let data_lo = self.synced.get(&ino).copied().unwrap_or(0).min(lo);
+            let options: Vec<(usize, usize)> = (lo..=hi)
+                .flat_map(|k| (data_lo..=k).map(move |j| (k, j)))
+                .collect();
             out.push(Choice {
                 ino,
-                lo: lo.min(hi),
-                hi,
+                lo: 0,
+                hi: options.len() - 1,
+                options,
             });
         }
         out
@@ -156,7 +169,8 @@ impl Ext4 {
     /// The image for cut `b` with `ks[i]` writes on disk for `choices[i]`.
     fn build(&self, log: &[Entry], meta_fs: &Fs, choices: &[Choice], ks: &[usize]) -> Fs {
         let mut image = meta_fs.clone();
-        for (choice, &k) in choices.iter().zip(ks) {
+        for (choice, &at) in choices.iter().zip(ks) {
+            let (k, j) = choice.options[at];
             let (data, size) = match self.base.get(choice.ino).map(|i| &i.node) {
                 Some(Node::File { data, size }) => (data.clone(), *size),
                 _ => (Vec::new(), 0),
@@ -164,9 +178,12 @@ impl Ext4 {
             if let Some(inode) = image.get_mut(choice.ino) {
                 inode.node = Node::File { data, size };
             }
-            for write in &self.writes[&choice.ino][..k] {
-                for &j in &write.entries {
-                    apply(&mut image, &log[j].op);
+            for (n, write) in self.writes[&choice.ino][..k].iter().enumerate() {
+                for &e in &write.entries {
+                    // Past `j`: the size is on disk, the data is not.
+                    if n < j || matches!(log[e].op, Op::Size { .. }) {
+                        apply(&mut image, &log[e].op);
+                    }
                 }
             }
         }
@@ -205,6 +222,8 @@ impl Walker for Ext4 {
             Op::SyncFile { ino } => {
                 let k = self.written(*ino);
                 self.raise_floor(*ino, k);
+                let k = self.capped(*ino, k);
+                self.synced.insert(*ino, k);
                 self.commit(log, i + 1);
             }
             Op::SyncDir { .. } => self.commit(log, i + 1),
@@ -213,6 +232,8 @@ impl Walker for Ext4 {
                     self.writes.iter().map(|(&ino, w)| (ino, w.len())).collect();
                 for (ino, k) in files {
                     self.raise_floor(ino, k);
+                    let k = self.capped(ino, k);
+                    self.synced.insert(ino, k);
                 }
                 self.commit(log, i + 1);
             }
@@ -228,6 +249,8 @@ impl Walker for Ext4 {
                     .collect();
                 for (ino, k) in files {
                     self.raise_floor(ino, k);
+                    let k = self.capped(ino, k);
+                    self.synced.insert(ino, k);
                 }
             }
             Op::SyncLost { ino } => {
