@@ -13,7 +13,7 @@
 //! its metadata (and, where `syncfs` cannot be trusted, its fsync) at once
 //! and is closed. A closed temp has lost its `flock`, so the batch holds an
 //! *anchor* in its directory: a locked, temp-shaped, empty file named
-//! `.crashsafe-batch.RANDOM.tmp`. `sweep` removes no unlocked temp from a
+//! `.crashsafe-batch.crashsafe-RANDOM.tmp`. `sweep` removes no unlocked temp from a
 //! directory with a locked anchor (see `sweep::batch_alive`).
 
 use std::ffi::{OsStr, OsString};
@@ -30,7 +30,7 @@ use crate::temp_name::{RETRIES_MAX, is_temp_name, temp_name};
 /// How many temps a batch keeps open; later ones are closed once written.
 pub(crate) const OPEN_TEMPS_MAX: usize = 64;
 
-/// The stem of an anchor's name: `.crashsafe-batch.RANDOM.tmp`.
+/// The stem of an anchor's name: `.crashsafe-batch.crashsafe-RANDOM.tmp`.
 const ANCHOR_STEM: &str = "crashsafe-batch";
 
 /// Whether `name` is a batch anchor (a temp-shaped name with our stem, so

@@ -222,6 +222,8 @@ struct Run {
     last: Option<LastOp>,
     /// Faults planned since the last recovery.
     planned: usize,
+    /// Where the trace of the operation in progress starts (set by `begin`).
+    op_start: std::cell::Cell<usize>,
     crashes: usize,
     tag: u8,
     step: usize,
@@ -305,6 +307,7 @@ impl Run {
             capacity: 0,
             last: None,
             planned: 0,
+            op_start: std::cell::Cell::new(0),
             crashes: 0,
             tag: 0,
             step: 0,
@@ -366,6 +369,7 @@ impl Run {
     fn begin(&self) -> Begin {
         // One lock at a time: a guard in a struct literal lives to its end.
         let trace = self.sim.lock().trace.len();
+        self.op_start.set(trace);
         Begin {
             mark: self.sim.effects(),
             trace,
@@ -503,6 +507,33 @@ impl Run {
         bits & 0o4 != 0
     }
 
+    /// Whether a `fchown` of the operation in progress failed with an
+    /// injected error the protocol takes as "may not give it away".
+    fn owner_refused(&self) -> bool {
+        self.sim.trace()[self.op_start.get()..].iter().any(|t| {
+            t.call == Call::SetOwner
+                && t.injected
+                && matches!(
+                    t.errno(),
+                    Some(errnos::EPERM | errnos::EACCES | errnos::EINVAL)
+                )
+        })
+    }
+
+    /// The owner the last successful `fchown` of the operation in progress
+    /// gave the temp (`set_owner(temp, uid, gid) = ok`), if any.
+    fn owner_left(&self) -> Option<(u32, u32)> {
+        let trace = self.sim.trace();
+        let last = trace[self.op_start.get()..]
+            .iter()
+            .rev()
+            .find(|t| t.call == Call::SetOwner && t.result.is_ok())?;
+        let mut parts = last.args.rsplit(", ");
+        let gid = parts.next()?.trim().parse().ok()?;
+        let uid = parts.next()?.trim().parse().ok()?;
+        Some((uid, gid))
+    }
+
     /// The version a successful replace of `target` with `data` leaves.
     fn new_version(&self, target: &Target, opts: &Options, data: &[u8]) -> Version {
         let w = &self.writer;
@@ -511,6 +542,11 @@ impl Run {
             _ => None,
         };
         let (uid, gid) = match kept {
+            // A chown refused by an injected EPERM, EACCES or EINVAL is best
+            // effort even for root: the owner is what the calls left.
+            Some(_) if opts.preserve_owner && w.root && self.owner_refused() => {
+                self.owner_left().unwrap_or((w.uid, w.gid))
+            }
             // Only root may give the file to its old owner; a user's
             // `EPERM` is ignored and the file stays the user's.
             Some((_, uid, gid)) if opts.preserve_owner && w.root => (uid, gid),
