@@ -135,6 +135,9 @@
 //!   leaves behind (nothing half-done). Without it, tokio is not a dependency.
 
 mod batch;
+// issue 16: replacing a directory's whole set of files (Linux: RENAME_EXCHANGE).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod dir_replace;
 mod error;
 mod file;
 #[cfg(any(test, feature = "sim"))]
@@ -156,6 +159,8 @@ pub mod tokio;
 use std::path::Path;
 
 pub use batch::Batch;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use dir_replace::{DirReplace, SetReader, StagedFile};
 pub use error::{Error, InvalidReason, Step};
 pub use file::AtomicFile;
 pub use options::{Durability, HardLinks, Options};

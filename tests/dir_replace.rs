@@ -1,0 +1,524 @@
+//! `DirReplace` on real filesystems (issue 16): a directory's set of files is
+//! replaced whole; readers, kills and failures see the old set or the new,
+//! never a mix.
+//!
+//! `CRASHSAFE_SET_KILLS` (default 200) sets the kill count of the kill test.
+#![cfg(target_os = "linux")]
+
+mod procs;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crashsafe::{DirReplace, Step};
+use procs::{Rng, child_command, child_env, child_mode, env_count, kill_and_reap, report};
+
+/// The entries of `dir`, sorted, as strings.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Member `i` of version `v` of a set: self-describing, sizes vary.
+fn member(v: u64, i: usize) -> Vec<u8> {
+    let mut out = format!("{v}:{i}:").into_bytes();
+    out.resize(
+        out.len() + ((v as usize * 7 + i * 131) % 3000),
+        b'a' + i as u8,
+    );
+    out
+}
+
+fn write_set(path: &Path, v: u64, files: usize) {
+    let mut set = DirReplace::create(path).unwrap();
+    for i in 0..files {
+        set.write(format!("f{i}"), member(v, i)).unwrap();
+    }
+    set.commit().unwrap();
+}
+
+/// Reads the whole set through one reader; returns its version, or what is
+/// wrong (a mix, a torn member, a missing or extra name).
+fn read_set(path: &Path, files: usize) -> Result<u64, String> {
+    let reader = DirReplace::open_reader(path).map_err(|e| format!("open: {e}"))?;
+    let names = reader.names().map_err(|e| format!("names: {e}"))?;
+    let want: Vec<_> = (0..files).map(|i| format!("f{i}")).collect();
+    let got: Vec<_> = names
+        .iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    if got != want {
+        return Err(format!("names {got:?}"));
+    }
+    let mut version = None;
+    for i in 0..files {
+        let bytes = reader
+            .read(format!("f{i}"))
+            .map_err(|e| format!("f{i}: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let v: u64 = text
+            .split(':')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("f{i} unreadable: {:?}", &text[..text.len().min(20)]))?;
+        if bytes != member(v, i) {
+            return Err(format!("f{i} of version {v} is torn"));
+        }
+        if *version.get_or_insert(v) != v {
+            return Err(format!("a mix: f0 is version {version:?}, f{i} is {v}"));
+        }
+    }
+    version.ok_or_else(|| "empty set".into())
+}
+
+#[test]
+fn commit_creates_a_new_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 3);
+    assert_eq!(read_set(&path, 3), Ok(1));
+    assert_eq!(entries(dir.path()), ["slot"], "no staging left");
+    // A new directory gets what mkdir would give it (0o777 less the umask).
+    fs::create_dir(dir.path().join("plain")).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&path), mode(&dir.path().join("plain")));
+}
+
+#[test]
+fn commit_replaces_the_whole_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    fs::create_dir(&path).unwrap();
+    for n in ["a", "b", "c"] {
+        fs::write(path.join(n), format!("old {n}")).unwrap();
+    }
+    let ino_b = fs::metadata(path.join("b")).unwrap().ino();
+    let mut set = DirReplace::create(&path).unwrap();
+    set.write("a", "new a").unwrap();
+    set.keep("b").unwrap();
+    set.write("d", "new d").unwrap();
+    // Nothing visible before the commit.
+    assert_eq!(entries(&path), ["a", "b", "c"]);
+    assert_eq!(fs::read_to_string(path.join("a")).unwrap(), "old a");
+    set.commit().unwrap();
+    assert_eq!(entries(&path), ["a", "b", "d"], "c was not staged: gone");
+    assert_eq!(fs::read_to_string(path.join("a")).unwrap(), "new a");
+    assert_eq!(fs::read_to_string(path.join("b")).unwrap(), "old b");
+    assert_eq!(
+        fs::metadata(path.join("b")).unwrap().ino(),
+        ino_b,
+        "kept by a hard link"
+    );
+    assert_eq!(
+        fs::metadata(path.join("b")).unwrap().nlink(),
+        1,
+        "old set removed"
+    );
+    assert_eq!(entries(dir.path()), ["slot"], "old set and staging removed");
+}
+
+#[test]
+fn keep_of_a_missing_file_fails_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 2);
+    let mut set = DirReplace::create(&path).unwrap();
+    let err = set.keep("nope").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.step(), Some(Step::ReadTarget));
+    drop(set);
+    assert_eq!(read_set(&path, 2), Ok(1));
+    assert_eq!(entries(dir.path()), ["slot"]);
+    // No old set at all.
+    let mut set = DirReplace::create(dir.path().join("new")).unwrap();
+    assert_eq!(set.keep("f0").unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn streaming_writer_seeks_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    let mut set = DirReplace::create(&path).unwrap();
+    let mut f = set.create_file("player.dat").unwrap();
+    f.write_all(b"XXXX-body").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(b"HEAD").unwrap();
+    drop(f);
+    let dup = set.create_file("player.dat").unwrap_err();
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists, "{dup}");
+    assert_eq!(set.staged(), [OsStr::new("player.dat")]);
+    set.commit().unwrap();
+    assert_eq!(fs::read(path.join("player.dat")).unwrap(), b"HEAD-body");
+}
+
+#[test]
+fn drop_removes_staging_and_keeps_the_old_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 3);
+    let mut set = DirReplace::create(&path).unwrap();
+    set.write("f0", member(2, 0)).unwrap();
+    set.keep("f1").unwrap();
+    assert_eq!(entries(dir.path()).len(), 2, "staging beside the target");
+    drop(set);
+    assert_eq!(entries(dir.path()), ["slot"]);
+    assert_eq!(read_set(&path, 3), Ok(1));
+}
+
+#[test]
+fn bad_member_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 1);
+    let mut set = DirReplace::create(&path).unwrap();
+    for bad in ["a/b", "..", ".", "", "/etc/passwd", "../escape", "a/"] {
+        let err = set.write(bad, "x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}: {err}");
+        assert_eq!(set.keep(bad).unwrap_err().kind(), ErrorKind::InvalidInput);
+        let reader = DirReplace::open_reader(&path).unwrap();
+        assert_eq!(
+            reader.read(bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert!(set.staged().is_empty());
+    drop(set);
+    assert_eq!(entries(dir.path()), ["slot"], "nothing escaped the staging");
+    assert_eq!(read_set(&path, 1), Ok(1));
+}
+
+#[test]
+fn non_utf8_member_names_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    let name = OsStr::from_bytes(b"caf\xe9.dat");
+    let mut set = DirReplace::create(&path).unwrap();
+    set.write(name, "bytes").unwrap();
+    set.commit().unwrap();
+    let reader = DirReplace::open_reader(&path).unwrap();
+    assert_eq!(reader.names().unwrap(), [name]);
+    assert_eq!(reader.read(name).unwrap(), b"bytes");
+    let mut set = DirReplace::create(&path).unwrap();
+    set.keep(name).unwrap();
+    set.commit().unwrap();
+    assert_eq!(fs::read(path.join(name)).unwrap(), b"bytes");
+}
+
+#[test]
+fn mode_and_owner_of_the_directory_and_its_files_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join("secret"), "old").unwrap();
+    fs::set_permissions(path.join("secret"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o2750)).unwrap();
+    let root = procs::is_root();
+    if root {
+        std::os::unix::fs::chown(&path, Some(1234), Some(2345)).unwrap();
+        std::os::unix::fs::chown(path.join("secret"), Some(1235), Some(2346)).unwrap();
+        // chown clears setgid on some systems: set it again.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o2750)).unwrap();
+    } else {
+        println!("not root: owners are not checked");
+    }
+    let mut set = DirReplace::create(&path).unwrap();
+    set.write("secret", "new").unwrap();
+    set.write("fresh", "new").unwrap();
+    set.commit().unwrap();
+    let d = fs::metadata(&path).unwrap();
+    assert_eq!(d.permissions().mode() & 0o7777, 0o2750);
+    let f = fs::metadata(path.join("secret")).unwrap();
+    assert_eq!(f.permissions().mode() & 0o7777, 0o640);
+    if root {
+        assert_eq!((d.uid(), d.gid()), (1234, 2345));
+        assert_eq!((f.uid(), f.gid()), (1235, 2346));
+    }
+}
+
+#[test]
+fn targets_that_are_not_plain_directories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let err = DirReplace::create(&file).unwrap_err();
+    assert!(
+        matches!(err, crashsafe::Error::InvalidTarget { .. }),
+        "{err}"
+    );
+    let real = dir.path().join("real");
+    write_set(&real, 1, 1);
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    let err = DirReplace::create(&link).unwrap_err();
+    assert!(
+        matches!(err, crashsafe::Error::InvalidTarget { .. }),
+        "{err}"
+    );
+    for bad in ["", "/", "a/.."] {
+        assert!(DirReplace::create(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        entries(dir.path()),
+        ["file", "link", "real"],
+        "nothing staged"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn a_mount_point_is_refused() {
+    let mount = match procs::Mount::tmpfs("size=1m") {
+        Ok(m) => m,
+        Err(why) => return println!("skipped: {why}"),
+    };
+    let err = DirReplace::create(mount.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crashsafe::Error::InvalidTarget {
+                reason: crashsafe::InvalidReason::MountPoint,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn full_disk_fails_cleanly_and_keeps_the_old_set() {
+    let mount = match procs::Mount::tmpfs("size=256k") {
+        Ok(m) => m,
+        Err(why) => return println!("skipped: {why}"),
+    };
+    let path = mount.path().join("slot");
+    write_set(&path, 1, 3);
+    let mut set = DirReplace::create(&path).unwrap();
+    set.keep("f0").unwrap();
+    let err = set.write("big", vec![7u8; 1 << 20]).unwrap_err();
+    assert_eq!(err.step(), Some(Step::Write), "{err}");
+    assert_eq!(err.raw_os_error(), Some(28), "ENOSPC: {err}");
+    drop(set);
+    assert_eq!(read_set(&path, 3), Ok(1));
+    assert_eq!(entries(mount.path()), ["slot"]);
+}
+
+#[test]
+fn sweep_removes_dead_leftovers_but_never_a_live_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 2);
+    let mut live = DirReplace::create(&path).unwrap();
+    live.write("f0", member(2, 0)).unwrap();
+    // A dead writer's staging: the shape, no lock.
+    let dead = dir.path().join(".slot.0123456789abcdef.stage");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("f0"), "half").unwrap();
+    // Names that are not staging are never touched.
+    fs::create_dir(dir.path().join(".slot.0123456789abcdeg.stage")).unwrap();
+    fs::create_dir(dir.path().join(".other.0123456789abcdef.stage")).unwrap();
+    assert_eq!(DirReplace::sweep(&path).unwrap(), 1);
+    assert!(!dead.exists());
+    assert_eq!(
+        entries(dir.path()).len(),
+        4,
+        "live staging and unrelated dirs stay"
+    );
+    live.write("f1", member(2, 1)).unwrap();
+    live.commit().unwrap();
+    assert_eq!(read_set(&path, 2), Ok(2));
+}
+
+#[test]
+fn a_reader_keeps_its_version_across_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 3);
+    let reader = DirReplace::open_reader(&path).unwrap();
+    assert_eq!(reader.read("f0").unwrap(), member(1, 0));
+    write_set(&path, 2, 3);
+    write_set(&path, 3, 3);
+    // Still version 1, whole, even though two commits happened.
+    for i in 0..3 {
+        assert_eq!(reader.read(format!("f{i}")).unwrap(), member(1, i));
+    }
+    assert_eq!(read_set(&path, 3), Ok(3));
+    // The old set it holds is hidden and removed by a later sweep.
+    drop(reader);
+    DirReplace::sweep(&path).unwrap();
+    assert_eq!(entries(dir.path()), ["slot"]);
+}
+
+/// Reader threads read the whole set through a reader again and again while
+/// the writer commits many versions: every read is one complete version,
+/// never older than one committed before the read began.
+#[test]
+fn readers_never_see_a_mix_while_commits_run() {
+    let dir = procs::tmpfs_dir();
+    let path = dir.path().join("slot");
+    const FILES: usize = 4;
+    write_set(&path, 0, FILES);
+    let committed = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    let commits = env_count("CRASHSAFE_SET_COMMITS", 400) as u64;
+    thread::scope(|s| {
+        let _stop = procs::StopOnDrop(&stop);
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            readers.push(s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let floor = committed.load(Ordering::SeqCst);
+                    let v = read_set(&path, FILES).unwrap_or_else(|e| panic!("bad read: {e}"));
+                    assert!(v >= floor, "read version {v}, {floor} was committed before");
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for v in 1..=commits {
+            // Alternate a full rewrite with a partial one that keeps files.
+            let mut set = DirReplace::create(&path).unwrap();
+            for i in 0..FILES {
+                set.write(format!("f{i}"), member(v, i)).unwrap();
+            }
+            set.commit().unwrap();
+            committed.store(v, Ordering::SeqCst);
+        }
+        stop.store(true, Ordering::SeqCst);
+        for r in readers {
+            r.join().unwrap();
+        }
+    });
+    let reads = reads.load(Ordering::SeqCst);
+    println!("{commits} commits, {reads} whole-set reads");
+    assert!(reads > 0);
+    DirReplace::sweep(&path).unwrap();
+    assert_eq!(entries(dir.path()), ["slot"]);
+}
+
+/// Two writers on one target: the last commit wins, whole.
+#[test]
+fn concurrent_writers_last_commit_wins_whole() {
+    let dir = procs::tmpfs_dir();
+    let path = dir.path().join("slot");
+    thread::scope(|s| {
+        for w in 0..2u64 {
+            let path = &path;
+            s.spawn(move || {
+                for k in 0..100 {
+                    write_set(path, w * 1000 + k, 3);
+                }
+            });
+        }
+    });
+    let v = read_set(&path, 3).unwrap();
+    assert!(v == 99 || v == 1099, "last version {v}");
+    DirReplace::sweep(&path).unwrap();
+    assert_eq!(entries(dir.path()), ["slot"]);
+}
+
+/// The child: commit the next version of the set, report, forever.
+fn set_writer_child() {
+    let path = child_env("CRASHSAFE_PATH");
+    let path = Path::new(&path);
+    let mut v = read_set(path, 4).unwrap();
+    report(&format!("ready {v}"));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(300) {
+        v += 1;
+        let mut set = DirReplace::create(path).unwrap();
+        set.write("f0", member(v, 0)).unwrap();
+        set.write("f1", member(v, 1)).unwrap();
+        let mut f = set.create_file("f2").unwrap();
+        f.write_all(&member(v, 2)).unwrap();
+        drop(f);
+        set.write("f3", member(v, 3)).unwrap();
+        set.commit().unwrap();
+        report(&format!("commit {v}"));
+    }
+}
+
+#[test]
+fn kill_9_mid_commit_leaves_one_complete_set() {
+    let test = "kill_9_mid_commit_leaves_one_complete_set";
+    if child_mode().as_deref() == Some("writer") {
+        return set_writer_child();
+    }
+    let dir = procs::tmpfs_dir();
+    let path = dir.path().join("slot");
+    write_set(&path, 0, 4);
+    let mut rng = Rng::for_test(test);
+    let kills = env_count("CRASHSAFE_SET_KILLS", 200);
+    let mut base = 0;
+    let mut leftovers = 0;
+    let mut unreported = 0;
+    for round in 0..kills {
+        let mut child = child_command(test, "writer")
+            .env("CRASHSAFE_PATH", &path)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(r) = procs::parse_report(&line) {
+                    let _ = tx.send(r.to_owned());
+                }
+            }
+        });
+        let ready = rx.recv().unwrap();
+        assert_eq!(ready, format!("ready {base}"));
+        thread::sleep(Duration::from_micros(rng.below(20_000)));
+        kill_and_reap(&mut child);
+        lines.join().unwrap();
+        let last = rx
+            .try_iter()
+            .filter_map(|r| {
+                r.strip_prefix("commit ")
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .last()
+            .unwrap_or(base);
+        let v = read_set(&path, 4).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            v == last || v == last + 1,
+            "round {round}: set {v}, last reported {last}"
+        );
+        unreported += usize::from(v == last + 1);
+        leftovers += entries(dir.path()).len() - 1;
+        base = v;
+    }
+    // The next writer's create sweeps; so does sweep itself.
+    DirReplace::sweep(&path).unwrap();
+    assert_eq!(entries(dir.path()), ["slot"]);
+    println!(
+        "{kills} kills, {base} versions, {unreported} killed after the exchange before the report, {leftovers} leftovers seen and swept"
+    );
+}
+
+#[test]
+fn reader_of_a_missing_set_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = DirReplace::open_reader(dir.path().join("none")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
