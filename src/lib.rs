@@ -56,6 +56,15 @@
 //! 8. fsync(parent)                 the switch itself on disk
 //! ```
 //!
+//! # A set of files as one unit
+//!
+//! [`DirReplace`] (Linux) replaces a directory's whole set of files: it is
+//! staged in a hidden sibling `.name.RANDOM.stage`, flushed, and swapped in
+//! with one `renameat2(RENAME_EXCHANGE)`. After a crash the directory holds
+//! the complete old set or the complete new one; a [`SetReader`] reads one
+//! version, never a mix; the directory keeps its mode and owner. Files
+//! carried over with [`DirReplace::keep`] are hard links (see there).
+//!
 //! # Security
 //!
 //! The library follows symlinks and replaces files in user space, where the
