@@ -249,6 +249,9 @@ pub struct DirReplace {
     /// Where `syncfs` cannot be trusted: the staged files, fsynced at commit.
     files: Vec<OwnedFd>,
     staged: Vec<OsString>,
+    /// A deliberately broken variant for the crash tools: no flush before
+    /// the exchange (set only through `sim`-feature test hooks).
+    skip_flush: bool,
 }
 
 impl fmt::Debug for DirReplace {
@@ -317,6 +320,7 @@ impl DirReplace {
             syncfs,
             files: Vec::new(),
             staged: Vec::new(),
+            skip_flush: false,
         })
     }
 
@@ -486,6 +490,15 @@ impl DirReplace {
         }
     }
 
+    /// Test hook for the crash tools (`sim` feature): a deliberately broken
+    /// commit that exchanges before the staged set is flushed. The crash
+    /// checks must catch it. Never use it otherwise.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn broken_skip_flush(&mut self) {
+        self.skip_flush = true;
+    }
+
     /// The names staged so far, in staging order.
     pub fn staged(&self) -> &[OsString] {
         &self.staged
@@ -532,7 +545,9 @@ impl DirReplace {
         }
         rustix::fs::fchmod(stage, Mode::from_raw_mode(self.dir_mode))
             .map_err(|e| Error::io(Step::SetMode, &target, os(e)))?;
-        if self.syncfs {
+        if self.skip_flush {
+            // The deliberately broken variant: nothing flushed.
+        } else if self.syncfs {
             // One flush for the data and metadata of every staged file and
             // of the staging directory: the set is on disk before the
             // exchange can be. The staging fd predates every staged file,

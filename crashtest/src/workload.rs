@@ -86,6 +86,16 @@ pub enum Step {
     },
     /// `sweep(dir)`.
     Sweep { dir: &'static str },
+    // issue 16
+    /// `DirReplace` of directory `dir` with exactly `members` (paths under
+    /// `dir`, each written at `version`), committed; with `broken`, the
+    /// deliberately broken commit that skips the flush.
+    DirSet {
+        dir: &'static str,
+        members: Vec<&'static str>,
+        version: u32,
+        broken: bool,
+    },
 }
 
 /// A workload: the files before it, and its operations.
@@ -110,6 +120,9 @@ pub struct Workload {
     pub sim_check: bool,
     /// The broken variant this workload exercises, if any.
     pub broken: Option<Broken>,
+    /// issue 16: groups of tracked files that must always be from the same
+    /// operation (a `DirReplace` set): all old or all new, never a mix.
+    pub sets: Vec<Vec<&'static str>>,
 }
 
 /// Content of `path` at `version`: tagged lines, 6000 bytes (two blocks
@@ -302,6 +315,20 @@ fn describe(step: &Step) -> (String, Vec<&'static str>, Opts) {
             *opts,
         ),
         Step::Sweep { dir } => (format!("sweep {dir}"), Vec::new(), Opts::default()),
+        Step::DirSet {
+            dir,
+            members,
+            version,
+            broken,
+        } => (
+            format!(
+                "replace set {dir} ({} files) v{version}{}",
+                members.len(),
+                if *broken { " (broken: no flush)" } else { "" }
+            ),
+            members.clone(),
+            Opts::default(),
+        ),
     }
 }
 
@@ -353,6 +380,22 @@ fn run_step(step: &Step, root: &Path) -> Result<(), String> {
             batch.commit()
         }
         Step::Sweep { dir } => crashsafe::sweep(root.join(dir)).map(|_| ()),
+        Step::DirSet {
+            dir,
+            members,
+            version,
+            broken,
+        } => (|| {
+            let mut set = crashsafe::DirReplace::create(root.join(dir))?;
+            if *broken {
+                set.broken_skip_flush();
+            }
+            for path in members {
+                let name = Path::new(path).file_name().expect("a member has a name");
+                set.write(name, content(path, *version))?;
+            }
+            set.commit()
+        })(),
     };
     done.map_err(|e| e.to_string())
 }
