@@ -134,6 +134,31 @@ fn remove_contents(dir: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The first subdirectory in `dir`, if any (from the entries' types; a
+/// `statx` only where the filesystem does not report them).
+fn subdirectory(dir: &OwnedFd) -> io::Result<Option<OsString>> {
+    use rustix::fs::FileType;
+    for entry in rustix::fs::Dir::read_from(dir).map_err(os)? {
+        let entry = entry.map_err(os)?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            }
+            _ => false,
+        };
+        if is_dir {
+            return Ok(Some(OsString::from_vec(name.to_vec())));
+        }
+    }
+    Ok(None)
+}
+
 fn list(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(os)? {
@@ -290,6 +315,20 @@ impl DirReplace {
             Ok(st) if st.kind == Kind::Dir => {
                 let old = open_dir_at(&parent, &name)
                     .map_err(|e| Error::io(Step::InspectTarget, &target, e))?;
+                // A set holds files only: a subdirectory would be dropped
+                // from the new set and could not be removed with the old.
+                if let Some(sub) =
+                    subdirectory(&old).map_err(|e| Error::io(Step::InspectTarget, &target, e))?
+                {
+                    return Err(Error::io(
+                        Step::InspectTarget,
+                        &target.join(sub),
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "a set holds files only, and this is a subdirectory: move it out first",
+                        ),
+                    ));
+                }
                 (Some(old), st.mode & 0o7777, Some((st.uid, st.gid)))
             }
             Ok(_) => return Err(Error::invalid(&target, InvalidReason::NotRegularFile)),

@@ -522,3 +522,20 @@ fn reader_of_a_missing_set_is_not_found() {
     let err = DirReplace::open_reader(dir.path().join("none")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+#[test]
+fn an_old_set_with_a_subdirectory_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 2);
+    fs::create_dir(path.join("sub")).unwrap();
+    fs::write(path.join("sub/inner"), "keep me").unwrap();
+    let err = DirReplace::create(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("sub"), "{err}");
+    assert_eq!(entries(dir.path()), ["slot"], "nothing staged");
+    assert_eq!(
+        fs::read_to_string(path.join("sub/inner")).unwrap(),
+        "keep me"
+    );
+}
