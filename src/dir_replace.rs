@@ -96,6 +96,14 @@ fn open_dir_at(parent: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
 /// set). Returns whether it was removed. For `sweep` to call for every
 /// name with [`is_staging_name`].
 pub(crate) fn remove_stale_staging(parent: &OwnedFd, name: &OsStr) -> io::Result<bool> {
+    remove_staging(parent, name, true)
+}
+
+/// [`remove_stale_staging`]; `sync_parent`: fsync the parent before
+/// removing anything, so an exchange whose own parent fsync failed (or
+/// was never reached) cannot roll back, after a crash, to the set being
+/// removed. A commit that has just synced the parent passes false.
+fn remove_staging(parent: &OwnedFd, name: &OsStr, sync_parent: bool) -> io::Result<bool> {
     if !is_staging_name(name) {
         return Ok(false);
     }
@@ -112,6 +120,10 @@ pub(crate) fn remove_stale_staging(parent: &OwnedFd, name: &OsStr) -> io::Result
     let held = rustix::fs::fstat(&dir).map_err(os)?;
     if now.st_ino != held.st_ino || now.st_dev != held.st_dev {
         return Ok(false);
+    }
+    if sync_parent {
+        // The parent's entries on disk before a set is destroyed (above).
+        rustix::fs::fsync(parent).map_err(os)?;
     }
     remove_contents(&dir)?;
     match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
@@ -562,13 +574,23 @@ impl DirReplace {
         let target = self.target.clone();
         self.flush()?;
         self.switch()?;
+        // From here the staging fd is the new set, under the target name:
+        // Drop must never empty it. Held (locked) until the parent fsync,
+        // so a reader opens it only once the switch is on disk.
+        let new_set = self.stage.take();
+        let old_set = std::mem::take(&mut self.stage_name);
         // The switch itself on disk: the parent's entries now name the new
         // set under the target name.
-        rustix::fs::fsync(&self.parent).map_err(|e| Error::io(Step::SyncParent, &target, os(e)))?;
-        // Unlock the new set (readers wait for this) and remove the old one.
-        self.stage = None;
-        let _ = remove_stale_staging(&self.parent, &self.stage_name);
-        self.stage_name = OsString::new(); // nothing for Drop to remove
+        if let Err(e) = rustix::fs::fsync(&self.parent) {
+            // The switch may still roll back after a power cut, to the old
+            // set: leave it whole (hidden; a later create or sweep removes it).
+            return Err(Error::io(Step::SyncParent, &target, os(e)));
+        }
+        drop(new_set);
+        // The old set (if one was exchanged out), unless a reader holds it.
+        if !old_set.is_empty() {
+            let _ = remove_staging(&self.parent, &old_set, false);
+        }
         Ok(())
     }
 
