@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Step {
-    /// Opening the directory that holds the target (or, for `sweep`, the
-    /// directory to sweep).
+    /// Opening the directory that holds the target.
     OpenParent,
+    /// Opening the directory given to `sweep` (or `create_dir_all`).
+    OpenDir,
     /// Waiting for the directory lock that serialises `update` calls.
     Lock,
     /// Reading the current content for `update`.
@@ -56,6 +57,8 @@ pub enum Step {
     RemoveTempLink,
     /// Removing the temporary file after a failure or a discard.
     RemoveTemp,
+    /// Creating a missing directory (`create_dir_all`).
+    CreateDir,
 }
 
 impl Step {
@@ -67,6 +70,7 @@ impl Step {
     fn describe(self) -> &'static str {
         match self {
             Step::OpenParent => "open the parent directory",
+            Step::OpenDir => "open the directory",
             Step::Lock => "lock the parent directory",
             Step::ReadTarget => "read the current file",
             Step::Transform => "compute the new content",
@@ -86,6 +90,7 @@ impl Step {
             Step::SyncParent => "fsync the parent directory",
             Step::RemoveTempLink => "remove the temporary name after linking",
             Step::RemoveTemp => "remove the temporary file",
+            Step::CreateDir => "create the directory",
         }
     }
 }
@@ -131,6 +136,9 @@ pub enum InvalidReason {
     /// but not read (mode `0300`): it cannot be opened for the `fsync` that
     /// makes the rename durable.
     DirectoryNotReadable,
+    /// [`Options::backup`](crate::Options::backup) is set and the target's
+    /// name is 255 bytes long, so `name~` cannot exist.
+    BackupNameTooLong,
 }
 
 impl InvalidReason {
@@ -146,6 +154,7 @@ impl InvalidReason {
             | InvalidReason::DirectoryNotReadable => io::ErrorKind::PermissionDenied,
             InvalidReason::ProcMagicLink => io::ErrorKind::InvalidInput,
             InvalidReason::MountPoint => io::ErrorKind::ResourceBusy,
+            InvalidReason::BackupNameTooLong => io::ErrorKind::InvalidInput,
         }
     }
 }
@@ -182,19 +191,27 @@ impl fmt::Display for InvalidReason {
                  a durable replace is impossible; grant read permission or use \
                  Durability::Consistent"
             }
+            InvalidReason::BackupNameTooLong => {
+                "its name is 255 bytes long, so the backup name (name~) would be too long"
+            }
         })
     }
 }
 
 /// An error from a replace, naming the step and the target.
 ///
-/// The OS error, where there is one, is the [`source`](std::error::Error::source),
-/// not repeated in the message.
-#[derive(Debug, thiserror::Error)]
+/// Its message (`{}`) is whole: the step, the path and the OS reason, e.g.
+/// `failed to create the temporary file for /etc/app.conf: Permission
+/// denied (os error 13)`. Because the message already holds the reason,
+/// [`source`](std::error::Error::source) returns `None`: error reporters
+/// that print the chain (`anyhow`'s `{:#}`, `eyre`) would print it twice
+/// otherwise. The OS error itself is [`Error::io_error`]; its number is
+/// [`Error::raw_os_error`], also for an `io::Error` made from this error
+/// ([`Error::raw_os_error_of`]).
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// A system call failed at `step`.
-    #[error("failed to {step} for {}{}{}", target.display(), replaced_note(*step), temp_note(temp_left.as_deref()))]
     Io {
         /// The protocol step that failed.
         step: Step,
@@ -203,11 +220,12 @@ pub enum Error {
         /// A temporary file that could not be removed after the failure.
         temp_left: Option<PathBuf>,
         /// The OS error.
-        #[source]
         source: io::Error,
+        /// The directory the failed call was about, when the message should
+        /// name it (the real parent after following a symlink).
+        dir: Option<PathBuf>,
     },
     /// The target cannot be replaced; nothing was created or changed.
-    #[error("cannot replace {}: {reason}", target.display())]
     InvalidTarget {
         /// The path the caller asked to replace.
         target: PathBuf,
@@ -218,7 +236,6 @@ pub enum Error {
     /// A protection rule refused the replace because of `path` (a symlink on
     /// the way, the existing file, or its directory); nothing was created or
     /// changed.
-    #[error("cannot replace {}{}: {reason}", target.display(), AtNote(target, path))]
     Refused {
         /// The path the caller asked to replace.
         target: PathBuf,
@@ -229,10 +246,8 @@ pub enum Error {
     },
     /// A [`Batch`](crate::Batch) commit failed: `source` says for which file
     /// and at which step; `replaced` lists the files already replaced.
-    #[error("{source} (in a batch of {total} files, {} already replaced{})", replaced.len(), dirs_note(failed_dirs, unsynced))]
     Batch {
         /// The failure, naming its file and step.
-        #[source]
         source: Box<Error>,
         /// The files that already hold their new content.
         replaced: Vec<PathBuf>,
@@ -245,10 +260,12 @@ pub enum Error {
         unsynced: Vec<PathBuf>,
     },
     /// `create_new` was set and the target already exists; nothing was changed.
-    #[error("cannot create {}: it already exists", target.display())]
     AlreadyExists {
         /// The path the caller asked to create.
         target: PathBuf,
+        /// [`Step::InspectTarget`] when the target was seen before any file
+        /// was created, [`Step::Rename`] when the atomic rename refused.
+        step: Step,
     },
 }
 
@@ -267,6 +284,70 @@ fn dirs_note(dirs: &[PathBuf], unsynced: &[PathBuf]) -> String {
         ),
     }
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                step,
+                target,
+                temp_left,
+                source,
+                dir,
+            } => {
+                let target = target.display();
+                match (step, dir) {
+                    // `sweep`'s steps are about the directory itself.
+                    (Step::OpenDir | Step::ReadDir, _) => write!(f, "failed to {step} {target}")?,
+                    (Step::OpenParent, Some(dir)) => write!(
+                        f,
+                        "failed to open the parent directory {} of {target}",
+                        dir.display()
+                    )?,
+                    _ => write!(f, "failed to {step} for {target}")?,
+                }
+                write!(f, ": {source}{}", replaced_note(*step))?;
+                temp_note(temp_left.as_deref()).fmt(f)
+            }
+            Error::InvalidTarget { target, reason } if target.as_os_str().is_empty() => {
+                write!(f, "cannot replace the empty path: {reason}")
+            }
+            Error::InvalidTarget { target, reason } => {
+                write!(f, "cannot replace {}: {reason}", target.display())
+            }
+            Error::Refused {
+                target,
+                path,
+                reason,
+            } => write!(
+                f,
+                "cannot replace {}{}: {reason}",
+                target.display(),
+                AtNote(target, path)
+            ),
+            Error::Batch {
+                source,
+                replaced,
+                total,
+                failed_dirs,
+                unsynced,
+            } => write!(
+                f,
+                "{source} (in a batch of {total} files, {} already replaced{})",
+                replaced.len(),
+                dirs_note(failed_dirs, unsynced)
+            ),
+            Error::AlreadyExists { target, .. } => {
+                write!(f, "cannot create {}: it already exists", target.display())
+            }
+        }
+    }
+}
+
+/// `source()` is `None` on purpose: the message already holds the OS reason
+/// (and a batch's message holds its file's error), so a reporter that walks
+/// the chain prints each reason once.
+impl std::error::Error for Error {}
 
 fn replaced_note(step: Step) -> &'static str {
     if step.after_publish() {
@@ -311,7 +392,7 @@ impl Error {
         match self {
             Error::Io { step, .. } => Some(*step),
             Error::InvalidTarget { .. } | Error::Refused { .. } => None,
-            Error::AlreadyExists { .. } => Some(Step::Rename),
+            Error::AlreadyExists { step, .. } => Some(*step),
             Error::Batch { source, .. } => source.step(),
         }
     }
@@ -351,7 +432,7 @@ impl Error {
             Error::Io { target, .. }
             | Error::InvalidTarget { target, .. }
             | Error::Refused { target, .. }
-            | Error::AlreadyExists { target } => target,
+            | Error::AlreadyExists { target, .. } => target,
             Error::Batch { source, .. } => source.target(),
         }
     }
@@ -388,11 +469,39 @@ impl Error {
 
     /// The OS error number, if a system call failed.
     pub fn raw_os_error(&self) -> Option<i32> {
+        self.io_error().and_then(io::Error::raw_os_error)
+    }
+
+    /// The OS error of the failed system call, if there was one (it is in
+    /// the message, and deliberately not the `source()`).
+    pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
-            Error::Batch { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } => Some(source),
+            Error::Batch { source, .. } => source.io_error(),
             _ => None,
         }
+    }
+
+    /// The crashsafe error inside an [`io::Error`] made from one (by `?` or
+    /// `From`), if `e` is such an error.
+    pub fn from_io_ref(e: &io::Error) -> Option<&Error> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Error>())
+    }
+
+    /// The OS error number of `e`, also when `e` was made from a crashsafe
+    /// [`Error`] (whose own `raw_os_error()` std cannot see: an `io::Error`
+    /// holds either an OS code or a custom error, not both).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let missing = dir.path().join("no/such/dir/file");
+    /// let e: std::io::Error = crashsafe::write(&missing, b"x").unwrap_err().into();
+    /// assert_eq!(e.raw_os_error(), None);
+    /// assert_eq!(crashsafe::Error::raw_os_error_of(&e), Some(2)); // ENOENT
+    /// ```
+    pub fn raw_os_error_of(e: &io::Error) -> Option<i32> {
+        e.raw_os_error()
+            .or_else(|| Error::from_io_ref(e).and_then(Error::raw_os_error))
     }
 
     pub(crate) fn io(step: Step, target: &Path, source: io::Error) -> Error {
@@ -401,7 +510,16 @@ impl Error {
             target: target.to_path_buf(),
             temp_left: None,
             source,
+            dir: None,
         }
+    }
+
+    /// Names the directory the failed call was about in the message.
+    pub(crate) fn with_dir(mut self, path: &Path) -> Error {
+        if let Error::Io { dir, .. } = &mut self {
+            *dir = Some(path.to_path_buf());
+        }
+        self
     }
 
     pub(crate) fn invalid(target: &Path, reason: InvalidReason) -> Error {
@@ -428,8 +546,10 @@ impl Error {
 }
 
 impl From<Error> for io::Error {
-    /// Keeps [`Error::kind`], so `?` works in `io::Result` code; the whole
-    /// error stays reachable through `get_ref()` and `source()`.
+    /// Keeps [`Error::kind`], so `?` works in `io::Result` code, and the
+    /// message (`{}` prints the step, the path and the OS reason). The whole
+    /// error stays reachable through `get_ref()` ([`Error::from_io_ref`]);
+    /// the OS error number through [`Error::raw_os_error_of`].
     fn from(e: Error) -> io::Error {
         io::Error::new(e.kind(), e)
     }
@@ -441,17 +561,86 @@ mod tests {
     use std::error::Error as _;
 
     #[test]
-    fn display_names_step_and_target_but_not_the_os_error() {
+    fn display_names_step_target_and_os_reason_once_in_a_chain() {
         let e = Error::io(
             Step::SyncTemp,
             Path::new("/d/x"),
             io::Error::from_raw_os_error(5),
         );
         let text = e.to_string();
-        assert_eq!(text, "failed to fsync the temporary file for /d/x");
+        assert_eq!(
+            text,
+            format!(
+                "failed to fsync the temporary file for /d/x: {}",
+                io::Error::from_raw_os_error(5)
+            )
+        );
         assert!(!e.target_replaced());
-        let source = e.source().unwrap().downcast_ref::<io::Error>().unwrap();
-        assert_eq!(source.raw_os_error(), Some(5));
+        // The reason is in the message, so not the source: walking the
+        // chain as anyhow does prints it once.
+        assert!(e.source().is_none());
+        assert_eq!(e.raw_os_error(), Some(5));
+        assert_eq!(e.io_error().unwrap().raw_os_error(), Some(5));
+        // Converted: the same message, no source, the code reachable.
+        let io_err = io::Error::from(e);
+        assert_eq!(io_err.to_string(), text);
+        assert!(std::error::Error::source(&io_err).is_none());
+        assert_eq!(Error::raw_os_error_of(&io_err), Some(5));
+        assert_eq!(
+            Error::from_io_ref(&io_err).unwrap().step(),
+            Some(Step::SyncTemp)
+        );
+    }
+
+    #[test]
+    fn a_batch_error_is_one_message_without_a_repeating_source() {
+        let inner = Error::io(
+            Step::Rename,
+            Path::new("/d/b"),
+            io::Error::from_raw_os_error(28),
+        );
+        let e = Error::Batch {
+            source: Box::new(inner),
+            replaced: vec![PathBuf::from("/d/a")],
+            total: 2,
+            failed_dirs: Vec::new(),
+            unsynced: Vec::new(),
+        };
+        let text = e.to_string();
+        assert!(text.starts_with("failed to rename the temporary file over the target for /d/b: "));
+        assert!(text.ends_with("(in a batch of 2 files, 1 already replaced)"));
+        assert!(e.source().is_none());
+        assert_eq!(e.raw_os_error(), Some(28));
+    }
+
+    #[test]
+    fn messages_name_the_right_thing() {
+        let e = Error::invalid(Path::new(""), InvalidReason::Empty);
+        assert_eq!(
+            e.to_string(),
+            "cannot replace the empty path: the path is empty"
+        );
+        let e = Error::io(
+            Step::OpenDir,
+            Path::new("/nonexistent"),
+            io::Error::from_raw_os_error(2),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("failed to open the directory /nonexistent: "),
+            "{e}"
+        );
+        let e = Error::io(
+            Step::OpenParent,
+            Path::new("/l"),
+            io::Error::from_raw_os_error(2),
+        )
+        .with_dir(Path::new("/gone"));
+        assert!(
+            e.to_string()
+                .starts_with("failed to open the parent directory /gone of /l: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -499,7 +688,10 @@ mod tests {
 
     #[test]
     fn conversion_keeps_kind() {
-        let e = Error::AlreadyExists { target: "a".into() };
+        let e = Error::AlreadyExists {
+            target: "a".into(),
+            step: Step::Rename,
+        };
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::AlreadyExists);
         let e = Error::invalid(Path::new("d"), InvalidReason::IsDirectory);
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::IsADirectory);

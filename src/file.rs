@@ -108,7 +108,7 @@ impl<S: Sys> fmt::Debug for Buffered<S> {
 /// A file being replaced: write the new content, then [`commit`](Self::commit).
 ///
 /// The new content goes into a hidden temporary file beside the target
-/// (`.name.RANDOM.tmp`); readers keep seeing the old file until the commit
+/// (`.name.crashsafe-RANDOM.tmp`); readers keep seeing the old file until the commit
 /// renames the temp over it. Dropping an `AtomicFile` without committing, or
 /// calling [`discard`](Self::discard), removes the temp and leaves the target
 /// untouched. Small writes are buffered; `commit` flushes them.

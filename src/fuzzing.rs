@@ -116,9 +116,12 @@ pub fn temp_name(data: &[u8]) {
     );
     let other = crate::temp_name::temp_name(&name, random ^ (1 << (input.u8() % 60)));
     assert_ne!(temp, other, "different random bits gave the same temp name");
-    // The target's own name is a prefix of the temp's, shortened at most.
-    let kept = &bytes[1..bytes.len() - 18];
+    // The target's own name is a prefix of the temp's, shortened at most,
+    // followed by the mark that no ordinary file has.
+    let tail = crate::temp_name::MARK.len() + crate::temp_name::RANDOM_LEN + ".tmp".len();
+    let kept = &bytes[1..bytes.len() - tail];
     assert!(name.as_encoded_bytes().starts_with(kept));
+    assert!(bytes[bytes.len() - tail..].starts_with(crate::temp_name::MARK));
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

@@ -18,8 +18,8 @@
 //!
 //! # Guarantees
 //!
-//! On filesystems that honour `fsync` (ext4, XFS, btrfs, tmpfs; see
-//! Limitations):
+//! On filesystems that honour `fsync` (ext4, XFS, btrfs; see Limitations.
+//! tmpfs keeps the atomicity, but a power cut loses all of it anyway):
 //!
 //! - **After `Ok`** with the default [`Durability::Durable`], the target holds
 //!   exactly the new bytes, with the kept (or chosen) mode and owner, and this
@@ -27,7 +27,10 @@
 //! - **After a crash at any moment**, the target holds either its complete old
 //!   content and metadata (or is absent, if it was absent) or the complete new
 //!   content and metadata. Never empty, short, zero-filled or a mix. A stray
-//!   hidden temp file `.name.RANDOM.tmp` may remain beside it.
+//!   hidden temp file `.name.crashsafe-RANDOM.tmp` may remain beside it;
+//!   [`sweep`] removes it.
+//! - **With [`Options::backup`]**, after a crash at any moment the old
+//!   version is under the target's name or under `name~`.
 //! - **After an `Err`** with [`Error::target_replaced`] false, the target is
 //!   unchanged and the temp file was removed (unless [`Error::temp_left`]
 //!   names it, because removing it failed too). With `target_replaced()` true
@@ -48,7 +51,12 @@
 //! 2. statx(parent, name)           refuse directories, special files, mount
 //!                                  points; then open the old file O_NOFOLLOW:
 //!                                  mode, owner, ACL, xattrs of that inode
-//! 3. openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, 0600)
+//! 3. openat(parent, ".name.crashsafe-RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW, MODE)
+//!    flock(temp); fstat(temp)      MODE: 0600 when a file is replaced (it gets
+//!                                  that file's mode at step 5), else the final
+//!                                  mode under the umask; the lock keeps `sweep`
+//!                                  away, and a temp a `sweep` took first
+//!                                  (no links left) is dropped for a new name
 //! 4. pwrite ...                    the caller's bytes
 //! 5. fstat; fchown, fchmod         only what differs; owner first (it clears setuid)
 //! 6. fsync(temp)                   data and metadata on disk before the switch
@@ -108,19 +116,46 @@
 //! - **Concurrent writers**: each writer has its own temp and the last rename
 //!   wins; nothing is torn, but serialising writers needs a lock.
 //! - **Mode, owner, ACL and xattrs** are read when the replace starts, not at
-//!   commit. Default ACLs and `trusted.*` xattrs are not copied.
+//!   commit. `user.*` and `security.*` extended attributes and the access ACL
+//!   are copied by default ([`Options::preserve_xattrs`]); default ACLs and
+//!   `trusted.*` xattrs are not.
 //! - **Owner** is kept only when permitted (an `EPERM` or `EINVAL` from
 //!   `fchown` is ignored); the mode is narrowed instead (see Security).
 //! - `close` is not checked (rustix offers no checked close); the `fsync`
 //!   before it reports the errors a local filesystem can give.
 //! - **Platforms**: tested on Linux. Other Unix systems compile (Apple uses
-//!   `F_FULLFSYNC`); elsewhere every call returns
-//!   [`std::io::ErrorKind::Unsupported`].
+//!   `F_FULLFSYNC` for the file and for the directory: a plain `fsync` there
+//!   leaves both in the drive's cache, and the rename matters as much as the
+//!   data); elsewhere every call returns [`std::io::ErrorKind::Unsupported`].
+//! - **A directory created just before**: a file's durable replace fsyncs
+//!   the file's directory, not that directory's parent, so a directory made
+//!   with `std::fs::create_dir_all` a moment ago may vanish in a power cut
+//!   with the file in it (ext4, XFS and btrfs keep it in practice; POSIX does
+//!   not promise it). Create it with [`create_dir_all`] instead.
+//!
+//! # When a replace cannot work
+//!
+//! A rename-based replace needs what `std::fs::write` (which truncates and
+//! rewrites the existing inode) does not; there `write` fails, before the
+//! target is touched:
+//!
+//! | situation | error | what to do |
+//! |---|---|---|
+//! | the target is a bind mount (a file mounted over, as in containers) | `EBUSY` at [`Step::Rename`] | write through the mount source's path, or rewrite in place (not crash-safe) |
+//! | you may write the file but not create files in its directory | `EACCES` at [`Step::CreateTemp`] | ask for write access to the directory, or keep the file in one you own |
+//! | a sticky directory (`/tmp`) where the target belongs to another user | `EPERM` at [`Step::Rename`] | only the owner (or the directory's owner) can replace it |
+//! | a disk with room for only one copy | `ENOSPC` at [`Step::Write`] | free space: the old and the new content exist together until the rename |
+//!
+//! In every case the target is unchanged and the temp was removed.
 //!
 //! # Errors
 //!
-//! Every [`Error`] names the [`Step`] that failed and the target path. What
-//! the target holds after each kind of error:
+//! Every [`Error`]'s message (`{}`) names the [`Step`] that failed, the
+//! path and the OS reason; so does the [`std::io::Error`] it converts to
+//! (keeping its kind). The reason is in the message, so `source()` is
+//! `None` and reporters that walk the chain print it once; the OS error
+//! number is [`Error::raw_os_error`], and [`Error::raw_os_error_of`] for a
+//! converted `io::Error`. What the target holds after each kind of error:
 //!
 //! | step | target after the error |
 //! |---|---|
@@ -129,6 +164,8 @@
 //! | [`Step::Write`] .. [`Step::Rename`] | unchanged; temp removed |
 //! | [`Step::SyncParent`], [`Step::RemoveTempLink`] | **replaced**, durability unknown |
 //! | [`Step::RemoveTemp`] (discard) | unchanged; the temp named by [`Error::temp_left`] remains |
+//! | [`Step::Lock`] (`update`: `Deadlock` for a nested update, `TimedOut`) | unchanged; nothing was created |
+//! | [`Step::OpenDir`], [`Step::ReadDir`], [`Step::CreateDir`] | `sweep` / `create_dir_all` only |
 //!
 //! `Error` converts into [`std::io::Error`] keeping its kind (`NotFound` for
 //! a missing parent, `AlreadyExists` for `create_new`, ...).
@@ -147,6 +184,7 @@ mod batch;
 // issue 16: replacing a directory's whole set of files (Linux: RENAME_EXCHANGE).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod dir_replace;
+mod dirs;
 mod error;
 mod file;
 #[cfg(any(test, feature = "sim"))]
@@ -173,11 +211,14 @@ pub use dir_replace::{DirReplace, SetReader, StagedFile};
 pub use error::{Error, InvalidReason, Step};
 pub use file::AtomicFile;
 pub use options::{Durability, HardLinks, Options};
+pub use sweep::{Kept, SweepReport};
 
 /// Replaces `path` with `contents`, atomically and durably, keeping the
 /// existing file's mode and owner and following a symlink at `path`.
 ///
-/// This is `Options::new().write(path, contents)`.
+/// This is `Options::new().write(path, contents)`. If the file's directory
+/// was just created, create it with [`create_dir_all`], which makes the new
+/// directories themselves durable; `write` syncs only the file's directory.
 ///
 /// # Errors
 /// See [`Error`]; the target is unchanged unless [`Error::target_replaced`].
@@ -200,6 +241,11 @@ pub fn write<P: AsRef<Path>, C: AsRef<[u8]>>(path: P, contents: C) -> Result<(),
 /// returns the new content, which replaces the file as [`write`](fn@write) does. Calls
 /// to `update` on files in the same directory run one at a time, across
 /// threads and processes.
+///
+/// An `update` inside `f` of another file in the same directory would wait
+/// for itself; it fails at once instead ([`Step::Lock`], kind `Deadlock`).
+/// [`Options::lock_timeout`] bounds the wait for another holder, or tries
+/// once. A signal that interrupts the wait (`EINTR`) does not fail it.
 ///
 /// The lock is an `flock` on the file's (resolved) parent directory. It
 /// cannot be on the file itself, since every replace gives the file a new
@@ -236,15 +282,19 @@ where
 
 /// Removes this library's temp files in `dir` that were left behind by
 /// crashed or killed writers, never a live writer's. Returns how many were
-/// removed.
+/// removed; [`sweep_report`] says which, and which it kept and why.
 ///
-/// Only regular files whose names have the temp shape `.NAME.RANDOM.tmp`
-/// are candidates; symlinks are never followed or removed. A temp is
-/// removed only if no process holds its lock (every writer locks its temp
-/// until the rename) and it was not modified in the last 10 seconds.
+/// Only regular files whose names carry the temp mark
+/// `.NAME.crashsafe-RANDOM.tmp` are candidates; symlinks are never followed
+/// or removed, and no other name is ever touched. A temp is removed when no
+/// process holds its lock (every writer locks its temp until the rename and
+/// the kernel drops the lock when the writer dies), so everything a dead
+/// writer left is removed at once. A writer caught between creating its
+/// temp and locking it notices the removal and starts again under a new
+/// name.
 ///
 /// # Errors
-/// [`Step::OpenParent`] or [`Step::ReadDir`] for `dir`, or
+/// [`Step::OpenDir`] or [`Step::ReadDir`] for `dir`, or
 /// [`Step::RemoveTemp`] if a stale temp could not be removed.
 ///
 /// # Examples
@@ -255,10 +305,55 @@ where
 /// # Ok::<(), crashsafe::Error>(())
 /// ```
 pub fn sweep<P: AsRef<Path>>(dir: P) -> Result<usize, Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    sweep::sweep(&sys::RealSys, dir.as_ref(), now)
+    sweep_report(dir).map(|r| r.removed.len())
+}
+
+/// Creates the directory `path` and its missing parents, like
+/// [`std::fs::create_dir_all`], and fsyncs each parent right after a
+/// directory was created in it, so the new directories survive a power cut.
+///
+/// Use it for a directory that [`write`](fn@write) will put a file into:
+/// `write` makes the file's own entry durable (it fsyncs the file's
+/// directory), but the new directory's entry in *its* parent is durable
+/// only when that parent is synced. ext4, XFS and btrfs do that in practice
+/// with the file's directory fsync; POSIX does not promise it. Existing
+/// directories are not synced again (a directory made by someone else is
+/// theirs to sync). New directories get mode `0o777` under the umask.
+///
+/// # Errors
+/// [`Step::OpenDir`] if a directory on the way cannot be opened,
+/// [`Step::CreateDir`] if `mkdir` fails, [`Step::SyncParent`] if a parent's
+/// fsync fails (the directory exists then, its durability unknown).
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let state = dir.path().join("app/state");
+/// crashsafe::create_dir_all(&state)?;
+/// crashsafe::write(state.join("db.json"), b"{}")?;
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn create_dir_all<P: AsRef<Path>>(path: P) -> Result<(), Error> {
+    dirs::create_dir_all(&sys::RealSys, path.as_ref())
+}
+
+/// [`sweep`], returning the temps it removed and those it kept, with the
+/// reason for each.
+///
+/// # Errors
+/// As [`sweep`].
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let report = crashsafe::sweep_report(dir.path())?;
+/// for (path, why) in &report.kept {
+///     println!("kept {}: {why}", path.display());
+/// }
+/// # Ok::<(), crashsafe::Error>(())
+/// ```
+pub fn sweep_report<P: AsRef<Path>>(dir: P) -> Result<SweepReport, Error> {
+    sweep::sweep(&sys::RealSys, dir.as_ref())
 }
 
 #[cfg(doctest)]

@@ -63,6 +63,7 @@ pub struct Options {
     pub(crate) unnamed_temp: bool,
     // issue 11
     pub(crate) others_in_sticky: bool,
+    pub(crate) lock_timeout: Option<std::time::Duration>,
     #[cfg(any(test, feature = "sim"))]
     pub(crate) broken: Option<crate::protocol::Broken>,
 }
@@ -88,6 +89,7 @@ impl Options {
             preserve_xattrs: true,
             unnamed_temp: false,
             others_in_sticky: false,
+            lock_timeout: None,
             #[cfg(any(test, feature = "sim"))]
             broken: None,
         }
@@ -150,9 +152,16 @@ impl Options {
     /// Keep the previous version as `name~` beside the target. Default `false`.
     ///
     /// The backup is a hard link to the old file made just before the
-    /// rename (under a temp name, then renamed over any older backup), so at
-    /// every moment the old version is reachable under one of the two names.
-    /// The directory fsync covers both. Nothing is backed up for a new file.
+    /// rename (under a temp name, then renamed over any older backup), and
+    /// the directory is fsynced before the main rename (whatever the
+    /// [`Durability`]), so at every moment, across any crash, the old version
+    /// is reachable under one of the two names. Nothing is backed up for a
+    /// new file. A target whose name is 255 bytes long has no room for the
+    /// `~`: the write fails at once with
+    /// [`InvalidReason::BackupNameTooLong`](crate::InvalidReason::BackupNameTooLong).
+    /// For [`HardLinks::Refuse`], a file whose only other name is its own
+    /// backup (what a crash between the two renames leaves) is not
+    /// hard-linked.
     pub fn backup(&mut self, yes: bool) -> &mut Options {
         self.backup = yes;
         self
@@ -200,6 +209,19 @@ impl Options {
     /// and rewrite it. Turn it on only when the file's owner is trusted.
     pub fn replace_others_in_sticky_dirs(&mut self, yes: bool) -> &mut Options {
         self.others_in_sticky = yes;
+        self
+    }
+
+    // issue 12
+    /// How long [`update`](Options::update) waits for the directory lock
+    /// that another update holds: `None` (the default) waits as long as it
+    /// takes, `Some(Duration::ZERO)` tries once. When the time is up the
+    /// update fails at [`Step::Lock`](crate::Step::Lock) with kind
+    /// `TimedOut`, and nothing was changed. (An update nested inside another
+    /// in the same directory, which would wait for itself, fails at once
+    /// with kind `Deadlock`, whatever this says.)
+    pub fn lock_timeout(&mut self, timeout: Option<std::time::Duration>) -> &mut Options {
+        self.lock_timeout = timeout;
         self
     }
 

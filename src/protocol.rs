@@ -9,11 +9,14 @@
 //! fstat(parent)                                  file not ours: protected_regular
 //! openat(parent, name, O_RDONLY|O_NOFOLLOW), fstat, flistxattr, close
 //!                                                mode, owner, ACL, xattrs of that inode
-//! openat(parent, ".name.RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
+//! openat(parent, ".name.crashsafe-RANDOM.tmp", O_CREAT|O_EXCL|O_NOFOLLOW)
+//! flock(temp, LOCK_EX|LOCK_NB); fstat(temp)      `sweep` keeps away; no links: a
+//!                                                sweep took it first, start again
 //! pwrite ...                                     the caller's bytes
 //! fstat; fchown, ACL, fchmod, xattrs            before the fsync, chown first; never wider
 //!   (no old ACL: the mode as a minimal ACL, dropping one a default ACL gave)
 //! fsync(temp)                                    the data and mode are durable
+//!   (backup: linkat(name, temp2), renameat(temp2, name~), fsync(parent))
 //! renameat(parent, temp, parent, name)           atomic switch (create_new: RENAME_NOREPLACE)
 //! fsync(parent)                                  the switch is durable (Durability::Durable)
 //! ```
@@ -32,7 +35,7 @@ use crate::error::{Error, InvalidReason, Step};
 use crate::options::{Durability, HardLinks, Options};
 use crate::sys::{Kind, Stat, Sys};
 use crate::target::split;
-use crate::temp_name::{RETRIES_MAX, temp_name};
+use crate::temp_name::{NAME_MAX, RETRIES_MAX, temp_name};
 
 /// How many symlinks are followed at the target before giving up (`ELOOP`),
 /// as the kernel's own limit for path resolution.
@@ -64,6 +67,10 @@ pub enum Broken {
     CheckThenRename,
     /// A batch groups directories by their path string, not by identity.
     GroupByPath,
+    // issue 12: backup durability
+    /// Skip the directory fsync between the backup's rename and the main
+    /// rename.
+    NoBackupSync,
 }
 
 /// A replace in progress: the temp exists and the target is untouched.
@@ -130,7 +137,8 @@ fn resolve<S: Sys>(
         Ok(dir) => dir,
         Err(e) => {
             readable = false;
-            open_unreadable_dir(sys, None, &parent, e, target, opts)?
+            open_unreadable_dir(sys, None, &parent, e, target, opts)
+                .map_err(|e| e.with_dir(&parent))?
         }
     };
     for _ in 0..=SYMLINK_HOPS_MAX {
@@ -161,7 +169,8 @@ fn resolve<S: Sys>(
                 }
                 Err(e) => {
                     readable = false;
-                    open_unreadable_dir(sys, Some(&dir), &to_parent, e, target, opts)?
+                    open_unreadable_dir(sys, Some(&dir), &to_parent, e, target, opts)
+                        .map_err(|e| e.with_dir(&parent.join(&to_parent)))?
                 }
             };
             dir = next;
@@ -256,6 +265,7 @@ fn classify(target: &Path, existing: Option<Stat>, opts: &Options) -> Result<Opt
         // decides atomically (RENAME_NOREPLACE), so a racing creator loses too.
         Some(_) if opts.create_new => Err(Error::AlreadyExists {
             target: target.to_path_buf(),
+            step: Step::InspectTarget,
         }),
         // A symlink that is replaced, not followed: its mode (0777) and
         // owner mean nothing for a regular file, so it counts as new.
@@ -439,11 +449,40 @@ fn no_xattrs(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(95)
 }
 
+/// [`classify`] plus what this library's own names add: a backup name
+/// that cannot fit, and a file whose only other name is its own backup
+/// (left so by a crash between the backup's rename and the main rename),
+/// which is not hard-linked for [`HardLinks::Refuse`].
+fn admit<S: Sys>(
+    sys: &S,
+    dir: &S::Dir,
+    name: &OsStr,
+    target: &Path,
+    existing: Option<Stat>,
+    opts: &Options,
+) -> Result<Option<Stat>, Error> {
+    if opts.backup && backup_name(name).len() > NAME_MAX {
+        return Err(Error::invalid(target, InvalidReason::BackupNameTooLong));
+    }
+    let mut seen = existing;
+    if let Some(st) = seen
+        .as_mut()
+        .filter(|st| st.kind == Kind::File && st.nlink == 2 && opts.hard_links == HardLinks::Refuse)
+    {
+        let backup = sys.stat_at(dir, &backup_name(name));
+        if backup.is_ok_and(|b| b.ino == st.ino) {
+            st.nlink = 1;
+        }
+    }
+    // The real link count goes on: `backup` looks at it.
+    classify(target, seen, opts).map(|old| old.and(existing))
+}
+
 impl<S: Sys> Replace<S> {
     /// Steps 1-3: resolve, inspect, create the temp.
     pub(crate) fn open(sys: S, target: &Path, opts: &Options) -> Result<Replace<S>, Error> {
         let (parent, dir, name, existing, readable) = resolve(&sys, target, opts)?;
-        let old = classify(target, existing, opts)?;
+        let old = admit(&sys, &dir, &name, target, existing, opts)?;
         let mut replace = Replace::create(sys, target, opts, parent, dir, name, old)?;
         replace.dir_readable = readable;
         Ok(replace)
@@ -506,15 +545,26 @@ impl<S: Sys> Replace<S> {
         for _ in 0..RETRIES_MAX {
             let temp = temp_name(&replace.name, sys.random());
             match sys.create_at(&replace.dir, &temp, create_mode) {
-                Ok(file) => {
-                    // Best effort: where flock is unsupported, `sweep`
-                    // cannot lock either, and so removes nothing.
-                    let _ = sys.lock(&file, false);
-                    replace.temp = temp;
-                    replace.named = true;
-                    replace.file = Some(file);
-                    return Ok(replace);
-                }
+                Ok(file) => match lock_temp(&sys, &file) {
+                    Ok(()) => {
+                        replace.temp = temp;
+                        replace.named = true;
+                        replace.file = Some(file);
+                        return Ok(replace);
+                    }
+                    // A `sweep` took the temp between our create and our
+                    // lock: it removes the name, or already did. Start
+                    // again with a new one.
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::WouldBlock {
+                            // Still named, maybe: do not leave it to the
+                            // holder (should it not be a sweep).
+                            let _ = sys.unlink_at(&replace.dir, &temp);
+                        }
+                        sys.close(file);
+                        last = e;
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
                 Err(e) => return Err(Error::io(Step::CreateTemp, target, e)),
             }
@@ -532,7 +582,8 @@ impl<S: Sys> Replace<S> {
         // The lock lives on the directory, not the target: every replace
         // gives the target a new inode, so a lock on it would guard nothing.
         // The kernel drops it when `dir` is closed, or the process dies.
-        sys.lock_dir(&dir)
+        // `_held` outlives `dir` (declared first, dropped last).
+        let _held = lock_update_dir(&sys, &dir, opts.lock_timeout)
             .map_err(|e| Error::io(Step::Lock, target, e))?;
         // Look again: another updater may have replaced the file meanwhile.
         let existing = match sys.stat_at(&dir, &name) {
@@ -540,7 +591,7 @@ impl<S: Sys> Replace<S> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(Step::InspectTarget, target, e)),
         };
-        let old = classify(target, existing, opts)?;
+        let old = admit(&sys, &dir, &name, target, existing, opts)?;
         let current = match (existing, old) {
             (Some(_), Some(_)) => Some(
                 read_all(&sys, &dir, &name).map_err(|e| Error::io(Step::ReadTarget, target, e))?,
@@ -954,11 +1005,12 @@ impl<S: Sys> Replace<S> {
     }
 
     /// Keeps the old version as `name~`: a hard link to the old inode under
-    /// a temp name, renamed over any earlier backup. Both names are covered
-    /// by the one directory fsync, and there is no moment without either.
+    /// a temp name, renamed over any earlier backup, then a directory fsync
+    /// before the main rename. Without that fsync a crash may keep the main
+    /// rename but not the backup's (the conservative model allows it), and
+    /// the old version would be under neither name.
     fn backup(&mut self) -> Result<(), Error> {
-        let mut backup = self.name.clone();
-        backup.push("~");
+        let backup = backup_name(&self.name);
         // `name~` may already be this very file (a crash between the two
         // renames leaves them so). Then there is nothing to keep, and the
         // rename onto it would do nothing and leave the temp link behind.
@@ -972,26 +1024,51 @@ impl<S: Sys> Replace<S> {
                 return Ok(());
             }
         }
-        let temp = temp_name(&backup, self.sys.random());
-        let (sys, dir) = (&self.sys, &self.dir);
-        let mut left = None;
-        let result = sys.link_at(dir, &self.name, &temp).and_then(|()| {
-            sys.rename_at(dir, &temp, &backup).inspect_err(|_| {
-                if sys.unlink_at(dir, &temp).is_err() {
-                    left = Some(self.parent.join(&temp));
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for _ in 0..RETRIES_MAX {
+            let temp = temp_name(&backup, self.sys.random());
+            let (sys, dir) = (&self.sys, &self.dir);
+            match sys.link_at(dir, &self.name, &temp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    last = e;
+                    continue;
                 }
-            })
-        });
-        // The borrow of `dir` ends here; `fail` needs `self` whole.
-        result.map_err(|e| {
-            let err = self.fail(Error::io(Step::Backup, &self.target, e));
-            // A backup link that could not be removed is named like a temp
-            // (unless the temp itself stayed too: the error has one slot).
-            match left {
-                Some(path) if err.temp_left().is_none() => err.with_temp_left(path),
-                _ => err,
+                Err(e) => return Err(self.fail(Error::io(Step::Backup, &self.target, e))),
             }
-        })
+            match sys.rename_at(dir, &temp, &backup) {
+                Ok(()) => return self.sync_backup(),
+                // The link is unlocked, so a `sweep` may remove it before
+                // the rename: make another.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => last = e,
+                Err(e) => {
+                    let left = sys.unlink_at(dir, &temp).is_err();
+                    let err = self.fail(Error::io(Step::Backup, &self.target, e));
+                    // A backup link that could not be removed is named like
+                    // a temp (unless the temp stayed too: one slot).
+                    return Err(match left {
+                        true if err.temp_left().is_none() => {
+                            err.with_temp_left(self.parent.join(&temp))
+                        }
+                        _ => err,
+                    });
+                }
+            }
+        }
+        Err(self.fail(Error::io(Step::Backup, &self.target, last)))
+    }
+
+    /// fsync the directory after the backup's rename and before the main
+    /// rename: the backup name must be durable before the old name can be
+    /// taken by the new version, so that after any crash the old version is
+    /// under `name` or `name~`. Done whatever the durability, since the
+    /// backup's promise is about the old version, not the new one.
+    fn sync_backup(&mut self) -> Result<(), Error> {
+        if self.broken(Broken::NoBackupSync) {
+            return Ok(());
+        }
+        let result = self.sys.sync_dir(&self.dir);
+        result.map_err(|e| self.fail(Error::io(Step::Backup, &self.target, e)))
     }
 
     /// Cleanup after a failure before the rename: closes and removes the
@@ -1019,6 +1096,7 @@ impl<S: Sys> Replace<S> {
     fn already_exists(&self) -> Error {
         Error::AlreadyExists {
             target: self.target.clone(),
+            step: Step::Rename,
         }
     }
 
@@ -1096,6 +1174,7 @@ pub(crate) enum Broken {
     DirSyncErrorLooksEarly,
     CheckThenRename,
     GroupByPath,
+    NoBackupSync,
 }
 
 impl<S: Sys> Drop for Replace<S> {
@@ -1118,6 +1197,108 @@ fn owner_best_effort(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
     )
+}
+
+/// Locks a just-created named temp so that `sweep` leaves it alone, and
+/// checks that it still has its name. `sweep` unlinks a temp only while
+/// holding its lock, so after our lock succeeds the name can only be gone
+/// if `sweep` removed it first, and then `fstat` shows no links left. An
+/// `Err` (`WouldBlock`: a `sweep` holds it; `NotFound`: a `sweep` removed
+/// it) means: start again with a new name.
+pub(crate) fn lock_temp<S: Sys>(sys: &S, file: &S::File) -> io::Result<()> {
+    loop {
+        match sys.lock(file, false) {
+            Ok(()) => break,
+            // A signal handler without SA_RESTART: ask again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+            // Best effort: where flock is unsupported, `sweep` cannot lock
+            // either, and so removes nothing.
+            Err(_) => return Ok(()),
+        }
+    }
+    match sys.stat_file(file) {
+        Ok(st) if st.nlink == 0 => Err(io::Error::from(io::ErrorKind::NotFound)),
+        // A failed fstat tells nothing new; the temp is ours and locked.
+        _ => Ok(()),
+    }
+}
+
+std::thread_local! {
+    /// The directories (device, inode) whose update lock this thread holds:
+    /// a nested `update` in one of them would wait for itself forever.
+    static HELD: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's hold on a directory's update lock, in [`HELD`] until dropped.
+pub(crate) struct Held((u64, u64));
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(i) = held.iter().rposition(|&id| id == self.0) {
+                held.remove(i);
+            }
+        });
+    }
+}
+
+/// Takes the `update` lock of `dir`: refuses at once (`Deadlock`) if this
+/// thread already holds it; otherwise waits, for at most `timeout` if given
+/// (`TimedOut` then; `Some(ZERO)` tries once). `EINTR` is retried.
+fn lock_update_dir<S: Sys>(
+    sys: &S,
+    dir: &S::Dir,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Held> {
+    let id = sys.dir_identity(dir)?;
+    if HELD.with(|held| held.borrow().contains(&id)) {
+        return Err(io::Error::new(
+            io::ErrorKind::Deadlock,
+            "this thread already holds this directory's update lock (an update inside an update)",
+        ));
+    }
+    match timeout {
+        None => loop {
+            match sys.lock_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        },
+        Some(limit) => {
+            // flock has no timeout: poll, backing off from 1 ms to 50 ms.
+            let start = std::time::Instant::now();
+            let mut pause = std::time::Duration::from_millis(1);
+            loop {
+                match sys.try_lock_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    Err(_) => {}
+                }
+                let waited = start.elapsed();
+                if waited >= limit {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "another update holds this directory's lock",
+                    ));
+                }
+                std::thread::sleep(pause.min(limit - waited));
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    HELD.with(|held| held.borrow_mut().push(id));
+    Ok(Held(id))
+}
+
+/// The backup's name: the target's name and `~`.
+pub(crate) fn backup_name(name: &OsStr) -> OsString {
+    let mut backup = name.to_os_string();
+    backup.push("~");
+    backup
 }
 
 /// Errors from `O_TMPFILE` that mean "not here" rather than "failed".

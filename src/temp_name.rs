@@ -1,6 +1,9 @@
-//! Temporary file names: `.{name}.{random}.tmp`, hidden, recognisable, and at
-//! most 255 bytes. The target's name is shortened inside the temp name if
-//! needed; the target itself is never renamed to anything but its own name.
+//! Temporary file names: `.{name}.crashsafe-{random}.tmp`, hidden, at most
+//! 255 bytes, and carrying a mark (`.crashsafe-` followed by 12 characters of
+//! the random alphabet and `.tmp`) that ordinary files do not have: `sweep`
+//! removes nothing without it, so a user's `.notes.sessionstore.tmp` is safe.
+//! The target's name is shortened inside the temp name if needed; the target
+//! itself is never renamed to anything but its own name.
 
 use std::ffi::{OsStr, OsString};
 
@@ -11,20 +14,22 @@ pub(crate) const RETRIES_MAX: u32 = 64;
 pub(crate) const RANDOM_LEN: usize = 12;
 
 /// The longest file name most filesystems accept (`NAME_MAX`).
-const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 
+/// The fixed mark between the target's name and the random part.
+pub(crate) const MARK: &[u8] = b".crashsafe-";
 const SUFFIX: &[u8] = b".tmp";
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// Builds the temp name for `target_name` from 64 random bits.
 pub(crate) fn temp_name(target_name: &OsStr, random: u64) -> OsString {
     let name = target_name.as_encoded_bytes();
-    let room = NAME_MAX - (1 + 1 + RANDOM_LEN + SUFFIX.len());
+    let room = NAME_MAX - (1 + MARK.len() + RANDOM_LEN + SUFFIX.len());
     let kept = &name[..name.len().min(room)];
     let mut out = Vec::with_capacity(NAME_MAX);
     out.push(b'.');
     out.extend_from_slice(kept);
-    out.push(b'.');
+    out.extend_from_slice(MARK);
     let mut bits = random;
     for _ in 0..RANDOM_LEN {
         out.push(ALPHABET[(bits & 31) as usize]);
@@ -37,14 +42,14 @@ pub(crate) fn temp_name(target_name: &OsStr, random: u64) -> OsString {
 /// True if `name` has the shape of a temp name this library makes.
 pub(crate) fn is_temp_name(name: &OsStr) -> bool {
     let b = name.as_encoded_bytes();
-    // "." + at least one byte of the target name + "." + random + ".tmp"
-    let min = 1 + 1 + 1 + RANDOM_LEN + SUFFIX.len();
+    // "." + at least one byte of the target name + MARK + random + ".tmp"
+    let min = 1 + 1 + MARK.len() + RANDOM_LEN + SUFFIX.len();
     if b.len() < min || b.len() > NAME_MAX || b[0] != b'.' || !b.ends_with(SUFFIX) {
         return false;
     }
     let end = b.len() - SUFFIX.len();
     let random = &b[end - RANDOM_LEN..end];
-    b[end - RANDOM_LEN - 1] == b'.' && random.iter().all(|c| ALPHABET.contains(c))
+    b[..end - RANDOM_LEN].ends_with(MARK) && random.iter().all(|c| ALPHABET.contains(c))
 }
 
 #[cfg(unix)]
@@ -67,7 +72,7 @@ mod tests {
     #[test]
     fn short_name() {
         let t = temp_name(OsStr::new("config.toml"), 0);
-        assert_eq!(t, OsStr::new(".config.toml.aaaaaaaaaaaa.tmp"));
+        assert_eq!(t, OsStr::new(".config.toml.crashsafe-aaaaaaaaaaaa.tmp"));
         assert!(is_temp_name(&t));
     }
 
@@ -92,11 +97,16 @@ mod tests {
         for n in [
             "config.toml",
             ".config.tmp",
-            ".x.aaaaaaaaaaa.tmp",
-            ".x.aaaaaaaaaaaa.tmpx",
-            "x.aaaaaaaaaaaa.tmp",
-            ".x.AAAAAAAAAAAA.tmp",
-            "..aaaaaaaaaaaa.tmp",
+            // The shape before the mark: a user's file looked like this.
+            ".notes.sessionstore.tmp",
+            ".x.aaaaaaaaaaaa.tmp",
+            ".x.crashsafe-aaaaaaaaaaa.tmp",
+            ".x.crashsafe-aaaaaaaaaaaa.tmpx",
+            ".x.crashsafeaaaaaaaaaaaaa.tmp",
+            ".x.crashsafe.aaaaaaaaaaaa.tmp",
+            "x.crashsafe-aaaaaaaaaaaa.tmp",
+            ".x.crashsafe-AAAAAAAAAAAA.tmp",
+            "..crashsafe-aaaaaaaaaaaa.tmp",
         ] {
             assert!(!is_temp_name(OsStr::new(n)), "{n}");
         }

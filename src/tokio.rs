@@ -124,6 +124,7 @@ where
                 io::ErrorKind::Interrupted,
                 "the tokio runtime shut down before the replace started; nothing was changed",
             ),
+            dir: None,
         }),
     }
 }

@@ -19,6 +19,8 @@
 
 mod procs;
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -201,7 +203,7 @@ fn overlay_write_back_errors_fail_every_api_and_keep_the_old_content() {
         let mut stack = match Stack::build(&old) {
             Ok(s) => s,
             Err(why) => {
-                println!("skipped: {test}: {why}");
+                common::skipped(&format!("{test}: {why}"));
                 return;
             }
         };
@@ -305,7 +307,7 @@ fn mixed_durability_in_one_directory_commits() {
 fn a_bind_mounted_directory_is_one_directory_under_two_paths() {
     let test = "a_bind_mounted_directory_is_one_directory_under_two_paths";
     if !is_root() {
-        println!("skipped: {test}: bind mounts need root");
+        common::skipped(&format!("{test}: bind mounts need root"));
         return;
     }
     let root = procs::disk_dir();
@@ -318,7 +320,7 @@ fn a_bind_mounted_directory_is_one_directory_under_two_paths() {
         loop_dev: None,
     };
     if let Err(why) = stack.mount(&["--bind", &d.display().to_string()], &b) {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return;
     }
     let mut batch = Batch::new();
@@ -339,7 +341,7 @@ fn two_filesystems_in_one_batch() {
     let mount = match Mount::tmpfs("size=4m") {
         Ok(m) => m,
         Err(why) => {
-            println!("skipped: {test}: {why}");
+            common::skipped(&format!("{test}: {why}"));
             return;
         }
     };
@@ -366,7 +368,7 @@ fn a_full_disk_fails_the_write_and_keeps_the_batch() {
     let mount = match Mount::tmpfs("size=1m") {
         Ok(m) => m,
         Err(why) => {
-            println!("skipped: {test}: {why}");
+            common::skipped(&format!("{test}: {why}"));
             return;
         }
     };
@@ -392,7 +394,7 @@ fn a_read_only_filesystem_fails_at_the_temp() {
     let mount = match Mount::tmpfs("size=1m") {
         Ok(m) => m,
         Err(why) => {
-            println!("skipped: {test}: {why}");
+            common::skipped(&format!("{test}: {why}"));
             return;
         }
     };
@@ -478,7 +480,7 @@ fn ten_thousand_files_commit_under_ulimit_1024() {
     let out = match out {
         Ok(o) => o,
         Err(e) => {
-            println!("skipped: {test}: no bash to set ulimit -n: {e}");
+            common::skipped(&format!("{test}: no bash to set ulimit -n: {e}"));
             return;
         }
     };

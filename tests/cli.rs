@@ -354,7 +354,7 @@ fn backup_keeps_the_previous_content_as_tilde_file() {
 fn sweep_removes_stale_temps_and_prints_the_count() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("cfg"), b"keep").unwrap();
-    let stale = dir.path().join(".cfg.abcdefghijkl.tmp");
+    let stale = dir.path().join(".cfg.crashsafe-abcdefghijkl.tmp");
     let file = File::create(&stale).unwrap();
     let two_days = Duration::from_secs(2 * 24 * 3600);
     file.set_modified(std::time::SystemTime::now() - two_days)
@@ -365,6 +365,43 @@ fn sweep_removes_stale_temps_and_prints_the_count() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "1\n");
     assert!(!stale.exists());
     assert_eq!(fs::read(dir.path().join("cfg")).unwrap(), b"keep");
+}
+
+#[test]
+fn sweep_verbose_lists_what_it_removed_and_kept_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join(".a.crashsafe-abcdefghijkl.tmp");
+    fs::write(&stale, b"left by a dead writer").unwrap();
+    // Held by a live writer: an open streaming replace.
+    let mut live = crashsafe::Options::new()
+        .open(dir.path().join("b"))
+        .unwrap();
+    std::io::Write::write_all(&mut live, b"in progress").unwrap();
+    // A look-alike of the old temp shape: never touched, never listed.
+    fs::write(dir.path().join(".notes.sessionstore.tmp"), b"mine").unwrap();
+    let out = run(&["sweep", "--verbose", "."], dir.path(), b"");
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "removed ./.a.crashsafe-abcdefghijkl.tmp");
+    assert!(lines[1].starts_with("kept ./.b.crashsafe-"), "{text}");
+    assert!(lines[1].ends_with(": a live writer holds it"), "{text}");
+    assert_eq!(lines[2], "1 removed, 1 kept");
+    assert!(dir.path().join(".notes.sessionstore.tmp").exists());
+    live.commit().unwrap();
+}
+
+#[test]
+fn sweep_of_a_missing_directory_names_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["sweep", "nonexistent"], dir.path(), b"");
+    let text = assert_failure(&out);
+    assert!(
+        text.starts_with("crashsafe: failed to open the directory nonexistent: No such file"),
+        "{text}"
+    );
+    assert!(!text.contains("parent"), "{text}");
 }
 
 /// The child's peak resident set size (`VmHWM`) in KiB, if it is still alive.

@@ -4,7 +4,6 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 mod common;
 
@@ -74,81 +73,7 @@ fn update_from_threads_loses_nothing() {
     assert_eq!(fs::read_to_string(&path).unwrap(), "100");
 }
 
-fn age(path: &Path, secs: u64) {
-    let f = fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(secs))
-        .unwrap();
-}
-
-#[test]
-fn sweep_removes_only_stale_unlocked_temps() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // A stale temp: the shape, old, nobody holds its lock.
-    fs::write(d.join(".a.abcdefghijkl.tmp"), "x").unwrap();
-    age(&d.join(".a.abcdefghijkl.tmp"), 60);
-    // A fresh temp (within the grace period): kept.
-    fs::write(d.join(".b.abcdefghijkl.tmp"), "x").unwrap();
-    // Look-alikes that are not ours: kept.
-    for name in [
-        ".a.ABCDEFGHIJKL.tmp",
-        "a.abcdefghijkl.tmp",
-        ".a.abcdefghijk.tmp",
-        ".a.tmp",
-        "data",
-    ] {
-        fs::write(d.join(name), "x").unwrap();
-        age(&d.join(name), 60);
-    }
-    // A symlink with a temp name pointing at a real file: neither is touched.
-    fs::write(d.join("precious"), "p").unwrap();
-    std::os::unix::fs::symlink(d.join("precious"), d.join(".c.abcdefghijkl.tmp")).unwrap();
-    // A directory with a temp name: kept.
-    fs::create_dir(d.join(".e.abcdefghijkl.tmp")).unwrap();
-    // A live writer's temp, aged artificially: its lock protects it.
-    let mut live = crashsafe::AtomicFile::create(d.join("live")).unwrap();
-    std::io::Write::write_all(&mut live, b"in progress").unwrap();
-    std::io::Write::flush(&mut live).unwrap();
-    let live_temp = temps(d)
-        .into_iter()
-        .find(|n| n.starts_with(".live."))
-        .unwrap();
-    age(&d.join(&live_temp), 60);
-
-    assert_eq!(crashsafe::sweep(d).unwrap(), 1);
-    assert!(!d.join(".a.abcdefghijkl.tmp").exists());
-    for name in [
-        ".b.abcdefghijkl.tmp",
-        ".a.ABCDEFGHIJKL.tmp",
-        "a.abcdefghijkl.tmp",
-        ".a.abcdefghijk.tmp",
-        ".a.tmp",
-        "data",
-        "precious",
-        ".e.abcdefghijkl.tmp",
-        &live_temp,
-    ] {
-        assert!(d.join(name).exists(), "{name} was removed");
-    }
-    assert!(
-        fs::symlink_metadata(d.join(".c.abcdefghijkl.tmp"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
-    live.commit().unwrap();
-    assert_eq!(fs::read_to_string(d.join("live")).unwrap(), "in progress");
-}
-
-#[test]
-fn sweep_of_missing_dir_names_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("nope");
-    let err = crashsafe::sweep(&missing).unwrap_err();
-    assert_eq!(err.step(), Some(Step::OpenParent));
-    assert_eq!(err.target(), missing);
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
-}
+// The sweep tests live in tests/sweep.rs.
 
 #[test]
 fn backup_keeps_previous_version() {

@@ -8,7 +8,7 @@
 //! than the last one reported (and at most one newer: the kill may land after
 //! the rename, before the report). Meanwhile readers check every read: never
 //! missing, empty, torn or older than what was already reported. At the end
-//! the temps left by the kills are aged past sweep's grace period and swept.
+//! the temps left by the kills are swept at once.
 //!
 //! Counts: `CRASHSAFE_KILLS` (default 1000) for each tmpfs variant,
 //! `CRASHSAFE_DISK_KILLS` (default 300) for the real-disk one: 2300 kills

@@ -18,6 +18,8 @@
 
 mod procs;
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -88,7 +90,7 @@ fn an_acl_is_carried_over() {
     fs::write(&target, "old").unwrap();
     fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
     if let Err(why) = set_xattr(&target, ACL, &named_user_acl()) {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return;
     }
     assert_eq!(mode_of(&target), 0o660, "the mask shows as the group bits");
@@ -110,7 +112,7 @@ fn an_explicit_mode_replaces_the_acl() {
     let target = dir.path().join("shared");
     fs::write(&target, "old").unwrap();
     if let Err(why) = set_xattr(&target, ACL, &named_user_acl()) {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return;
     }
     Options::new().mode(0o600).write(&target, "new").unwrap();
@@ -169,11 +171,11 @@ fn can_run_as(uid: u32, gid: u32) -> Result<(), String> {
 /// A directory the test user owns, in a tempdir others may enter.
 fn users_dir(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
     if !procs::is_root() {
-        println!("skipped: {test}: needs root to act as other users");
+        common::skipped(&format!("{test}: needs root to act as other users"));
         return None;
     }
     if let Err(why) = can_run_as(USER, USERS_GROUP) {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -226,7 +228,7 @@ fn an_acl_that_cannot_be_kept_drops_the_group_bits() {
     std::os::unix::fs::chown(&target, Some(USER), Some(FOREIGN_GROUP)).unwrap();
     fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
     if let Err(why) = set_xattr(&target, ACL, &named_user_acl()) {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return;
     }
     // The group cannot be kept, so the ACL (whose `group::` entry would
@@ -249,7 +251,7 @@ fn an_unmapped_owner_in_a_user_namespace_is_best_effort() {
     };
     let probe = Command::new("unshare").args(["-U", "-r", "true"]).status();
     if !probe.is_ok_and(|s| s.success()) {
-        println!("skipped: {test}: unshare -U -r does not work here");
+        common::skipped(&format!("{test}: unshare -U -r does not work here"));
         return;
     }
     // Root's own directory; the file belongs to 2001, who has no mapping
@@ -282,7 +284,7 @@ fn attributes_come_from_the_file_that_was_inspected() {
     let target = dir.join("t");
     fs::write(&target, "old").unwrap();
     if let Err(why) = set_xattr(&target, "user.private", b"mine") {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return;
     }
     let mut file = AtomicFile::create(&target).unwrap();
@@ -361,7 +363,7 @@ fn a_default_acl_does_not_widen_an_old_file_without_one() {
     let test = "a_default_acl_does_not_widen_an_old_file_without_one";
     let dir = match dir_with_default_acl() {
         Ok(dir) => dir,
-        Err(why) => return println!("skipped: {test}: {why}"),
+        Err(why) => return common::skipped(&format!("{test}: {why}")),
     };
     for unnamed in [false, true] {
         for old_mode in [0o640, 0o600, 0o644, 0o660, 0o4750] {
@@ -393,7 +395,7 @@ fn a_new_file_inherits_the_default_acl_as_with_std() {
     let test = "a_new_file_inherits_the_default_acl_as_with_std";
     let dir = match dir_with_default_acl() {
         Ok(dir) => dir,
-        Err(why) => return println!("skipped: {test}: {why}"),
+        Err(why) => return common::skipped(&format!("{test}: {why}")),
     };
     let ours = dir.path().join("ours");
     let std_one = dir.path().join("std");
@@ -439,7 +441,7 @@ fn without_acl_support_the_mode_is_set_by_fchmod() {
     let test = "without_acl_support_the_mode_is_set_by_fchmod";
     let mnt = match Ramfs::mount() {
         Ok(mnt) => mnt,
-        Err(why) => return println!("skipped: {test}: {why}"),
+        Err(why) => return common::skipped(&format!("{test}: {why}")),
     };
     let target = mnt.0.path().join("t");
     fs::write(&target, "old").unwrap();
@@ -457,7 +459,7 @@ fn a_default_acl_does_not_mix_into_a_carried_acl() {
     let test = "a_default_acl_does_not_mix_into_a_carried_acl";
     let dir = match dir_with_default_acl() {
         Ok(dir) => dir,
-        Err(why) => return println!("skipped: {test}: {why}"),
+        Err(why) => return common::skipped(&format!("{test}: {why}")),
     };
     // The old file's own ACL names user 2003, not 2002.
     let own = acl_bytes(&[
@@ -480,11 +482,11 @@ fn a_default_acl_does_not_mix_into_a_carried_acl() {
 fn a_default_acl_does_not_widen_a_file_root_gives_back() {
     let test = "a_default_acl_does_not_widen_a_file_root_gives_back";
     if !procs::is_root() {
-        return println!("skipped: {test}: needs root to own another user's file");
+        return common::skipped(&format!("{test}: needs root to own another user's file"));
     }
     let dir = match dir_with_default_acl() {
         Ok(dir) => dir,
-        Err(why) => return println!("skipped: {test}: {why}"),
+        Err(why) => return common::skipped(&format!("{test}: {why}")),
     };
     let target = dir.path().join("t");
     fs::write(&target, "old").unwrap();

@@ -164,7 +164,7 @@ fn read_only_filesystem_changes_nothing() {
     let target = dir.join("target");
     fs::write(&target, "old").unwrap();
     // A stale temp from an earlier crash, which sweep cannot remove now.
-    let stale = dir.join(".target.abcdefghijkl.tmp");
+    let stale = dir.join(".target.crashsafe-abcdefghijkl.tmp");
     fs::write(&stale, "stale").unwrap();
     procs::age(&stale, 60);
     mount.remount_ro();
@@ -193,7 +193,10 @@ fn read_only_filesystem_changes_nothing() {
     assert_eq!(err.temp_left(), Some(stale.as_path()));
 
     assert_eq!(fs::read(&target).unwrap(), b"old");
-    assert_eq!(procs::names(dir), [".target.abcdefghijkl.tmp", "target"]);
+    assert_eq!(
+        procs::names(dir),
+        [".target.crashsafe-abcdefghijkl.tmp", "target"]
+    );
 }
 
 /// `RLIMIT_FSIZE` makes writes past the limit fail with `EFBIG` (after a

@@ -769,7 +769,7 @@ mod create_new {
         let err = check_refused(
             err,
             &target,
-            Some(Step::Rename),
+            Some(Step::InspectTarget),
             io::ErrorKind::AlreadyExists,
         );
         assert_eq!(io::Error::from(err).kind(), io::ErrorKind::AlreadyExists);
@@ -813,7 +813,12 @@ mod create_new {
                 .follow_symlinks(follow)
                 .write(&link, b"new")
                 .unwrap_err();
-            check_refused(err, &link, Some(Step::Rename), io::ErrorKind::AlreadyExists);
+            check_refused(
+                err,
+                &link,
+                Some(Step::InspectTarget),
+                io::ErrorKind::AlreadyExists,
+            );
         }
         assert_eq!(fx.snapshot(), before);
     }
@@ -828,7 +833,12 @@ mod create_new {
             .follow_symlinks(false)
             .write(&link, b"new")
             .unwrap_err();
-        check_refused(err, &link, Some(Step::Rename), io::ErrorKind::AlreadyExists);
+        check_refused(
+            err,
+            &link,
+            Some(Step::InspectTarget),
+            io::ErrorKind::AlreadyExists,
+        );
         assert_eq!(fx.snapshot(), before);
     }
 
@@ -843,7 +853,12 @@ mod create_new {
         assert!(is_symlink(&link));
         assert_eq!(fs::read(fx.path("missing")).unwrap(), b"new");
         let err = create_new().write(&link, b"again").unwrap_err();
-        check_refused(err, &link, Some(Step::Rename), io::ErrorKind::AlreadyExists);
+        check_refused(
+            err,
+            &link,
+            Some(Step::InspectTarget),
+            io::ErrorKind::AlreadyExists,
+        );
         assert_eq!(fs::read(fx.path("missing")).unwrap(), b"new");
     }
 }

@@ -181,7 +181,7 @@ fn temps_are_created_exclusive_and_nofollow_under_strace() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let planted = dir.path().join(".planted.abcdefghijkl.tmp");
+    let planted = dir.path().join(".planted.crashsafe-abcdefghijkl.tmp");
     fs::write(&planted, "stale").unwrap();
     procs::age(&planted, 60);
     let log = dir.path().join("strace.log");
@@ -199,7 +199,7 @@ fn temps_are_created_exclusive_and_nofollow_under_strace() {
     assert!(out.status.success(), "{:?}\n{stdout}", out.status);
     assert!(stdout.lines().any(|l| l.contains("@@strace child done")));
     let log = fs::read_to_string(&log).unwrap();
-    // openat(3, ".target.abcdefghijkl.tmp", O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600) = 4
+    // openat(3, ".target.crashsafe-abcdefghijkl.tmp", O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600) = 4
     let temp_opens: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("\".target.") && l.contains(".tmp\""))
@@ -213,7 +213,7 @@ fn temps_are_created_exclusive_and_nofollow_under_strace() {
     // sweep opens candidates without following links or blocking on FIFOs.
     let sweep_opens: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("\".planted.abcdefghijkl.tmp\""))
+        .filter(|l| l.contains("\".planted.crashsafe-abcdefghijkl.tmp\""))
         .collect();
     assert!(
         !sweep_opens.is_empty(),
@@ -306,29 +306,40 @@ fn sweep_removes_nothing_but_stale_temps() {
 
     // Symlinks with temp names: to a file, a directory, nowhere.
     let links = [
-        (".a.abcdefghijkl.tmp", victim.clone()),
-        (".b.abcdefghijkl.tmp", outside.path().join("victim_dir")),
-        (".c.abcdefghijkl.tmp", outside.path().join("missing")),
+        (".a.crashsafe-abcdefghijkl.tmp", victim.clone()),
+        (
+            ".b.crashsafe-abcdefghijkl.tmp",
+            outside.path().join("victim_dir"),
+        ),
+        (
+            ".c.crashsafe-abcdefghijkl.tmp",
+            outside.path().join("missing"),
+        ),
     ];
     for (name, to) in &links {
         std::os::unix::fs::symlink(to, d.join(name)).unwrap();
         age_nofollow(&d.join(name));
     }
     // A FIFO with a temp name: opening it without O_NONBLOCK would hang.
-    rustix::fs::mkfifoat(rustix::fs::CWD, d.join(".f.abcdefghijkl.tmp"), 0o600.into()).unwrap();
-    age_nofollow(&d.join(".f.abcdefghijkl.tmp"));
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        d.join(".f.crashsafe-abcdefghijkl.tmp"),
+        0o600.into(),
+    )
+    .unwrap();
+    age_nofollow(&d.join(".f.crashsafe-abcdefghijkl.tmp"));
     // A directory with a temp name, not empty.
-    fs::create_dir(d.join(".d.abcdefghijkl.tmp")).unwrap();
-    fs::write(d.join(".d.abcdefghijkl.tmp/inner"), "x").unwrap();
-    age_nofollow(&d.join(".d.abcdefghijkl.tmp"));
+    fs::create_dir(d.join(".d.crashsafe-abcdefghijkl.tmp")).unwrap();
+    fs::write(d.join(".d.crashsafe-abcdefghijkl.tmp/inner"), "x").unwrap();
+    age_nofollow(&d.join(".d.crashsafe-abcdefghijkl.tmp"));
     // Regular files whose names only look like temps.
     let lookalikes = [
-        ".a.abcdefghijkl.tmp~",
+        ".a.crashsafe-abcdefghijkl.tmp~",
         ".a.ABCDEFGHIJKL.tmp",
         "a.abcdefghijkl.tmp",
         ".a.abcdefghijk1.tmp",
         ".a.abcdefghijkl.TMP",
-        ".a.abcdefghijkl.tmp.bak",
+        ".a.crashsafe-abcdefghijkl.tmp.bak",
         "..abcdefghijkl.tmp",
     ];
     for name in lookalikes {
@@ -338,11 +349,11 @@ fn sweep_removes_nothing_but_stale_temps() {
     // A hard link to a real file under a temp name: it IS an unlocked
     // regular file of the temp shape, so that name goes; the file stays.
     fs::write(d.join("linked"), "kept").unwrap();
-    fs::hard_link(d.join("linked"), d.join(".h.abcdefghijkl.tmp")).unwrap();
+    fs::hard_link(d.join("linked"), d.join(".h.crashsafe-abcdefghijkl.tmp")).unwrap();
     age_nofollow(&d.join("linked"));
     // And one real stale temp.
-    fs::write(d.join(".s.abcdefghijkl.tmp"), "stale").unwrap();
-    age_nofollow(&d.join(".s.abcdefghijkl.tmp"));
+    fs::write(d.join(".s.crashsafe-abcdefghijkl.tmp"), "stale").unwrap();
+    age_nofollow(&d.join(".s.crashsafe-abcdefghijkl.tmp"));
 
     let before = procs::names(d);
     let removed = sweep_with_hang_guard(d);
@@ -352,7 +363,7 @@ fn sweep_removes_nothing_but_stale_temps() {
     );
     let mut expected: Vec<String> = before
         .into_iter()
-        .filter(|n| n != ".h.abcdefghijkl.tmp" && n != ".s.abcdefghijkl.tmp")
+        .filter(|n| n != ".h.crashsafe-abcdefghijkl.tmp" && n != ".s.crashsafe-abcdefghijkl.tmp")
         .collect();
     expected.sort();
     assert_eq!(procs::names(d), expected);
@@ -364,7 +375,7 @@ fn sweep_removes_nothing_but_stale_temps() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
     assert!(outside.path().join("victim_dir").is_dir());
     assert_eq!(
-        fs::read_to_string(d.join(".d.abcdefghijkl.tmp/inner")).unwrap(),
+        fs::read_to_string(d.join(".d.crashsafe-abcdefghijkl.tmp/inner")).unwrap(),
         "x"
     );
     for name in lookalikes {
@@ -405,7 +416,7 @@ fn skip_unless_root(test: &str) -> bool {
     if procs::is_root() {
         return false;
     }
-    println!("skipped: {test}: needs root to give files to other users");
+    common::skipped(&format!("{test}: needs root to give files to other users"));
     true
 }
 
@@ -632,7 +643,7 @@ fn a_bind_mounted_target_is_refused_before_anything_is_written() {
         .stderr(Stdio::null())
         .status();
     if !status.is_ok_and(|s| s.success()) {
-        println!("skipped: {test}: cannot bind-mount here");
+        common::skipped(&format!("{test}: cannot bind-mount here"));
         return;
     }
     let _unmount = Unmount(target.clone());
@@ -712,7 +723,7 @@ fn a_write_and_search_only_directory() {
         return;
     }
     if let Err(why) = can_run_as(ATTACKER, ATTACKER) {
-        println!("skipped: {test}: {why}");
+        common::skipped(&format!("{test}: {why}"));
         return;
     }
     let dir = shared_tempdir();

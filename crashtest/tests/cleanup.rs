@@ -142,6 +142,13 @@ fn stop_during(phase: &str, signal: rustix::process::Signal, tag: &str) {
         Vec::<String>::new(),
         "mounts left behind"
     );
+    // A loop device still held while the filesystem on it is torn down is
+    // detached by the kernel once its last user closes it (autoclear), a
+    // moment after `losetup -d` returned: give that a bounded moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !loops_under(&root_s).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         loops_under(&root_s),
         Vec::<String>::new(),

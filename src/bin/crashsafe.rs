@@ -106,11 +106,19 @@ CMD's status when CMD failed, 126/127 when CMD cannot be run / is not found,
 const SWEEP_HELP: &str = "\
 crashsafe sweep - remove stale temporary files left in a directory
 
-Usage: crashsafe sweep [--] DIR
+Usage: crashsafe sweep [-v|--verbose] [--] DIR
 
 A process killed while replacing a file can leave a hidden temporary file
-(.NAME.RANDOM.tmp) beside it. The target itself is never damaged. This
-command removes such leftovers from DIR and prints how many it removed.
+(.NAME.crashsafe-RANDOM.tmp) beside it. The target itself is never damaged.
+This command removes such leftovers from DIR, at once and never one that a
+live writer still holds, and no file without that mark.
+
+Output: the number removed. With --verbose, or when standard output is a
+terminal, one line per temp ('removed PATH' or 'kept PATH: why') and then
+a summary line.
+
+Options:
+  -v, --verbose   list what was removed and what was kept, and why
 
 Example:
   crashsafe sweep /etc/app
@@ -200,7 +208,7 @@ fn run(args: Vec<OsString>) -> Result<(), Failure> {
             Parsed::Help => print(WRITE_HELP),
         },
         Some("sweep") => match parse_sweep(rest)? {
-            Parsed::Run(dir) => sweep(&dir),
+            Parsed::Run((dir, verbose)) => sweep(&dir, verbose),
             Parsed::Help => print(SWEEP_HELP),
         },
         Some("-h" | "--help" | "help") => print(HELP),
@@ -312,8 +320,9 @@ fn parse_write(args: Vec<OsString>) -> Result<Parsed<WriteArgs>, Failure> {
     Ok(Parsed::Run(w))
 }
 
-fn parse_sweep(args: Vec<OsString>) -> Result<Parsed<PathBuf>, Failure> {
+fn parse_sweep(args: Vec<OsString>) -> Result<Parsed<(PathBuf, bool)>, Failure> {
     let mut dirs = Vec::new();
+    let mut verbose = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--" {
@@ -326,6 +335,7 @@ fn parse_sweep(args: Vec<OsString>) -> Result<Parsed<PathBuf>, Failure> {
         }
         match arg.to_str() {
             Some("-h" | "--help") => return Ok(Parsed::Help),
+            Some("-v" | "--verbose") => verbose = true,
             _ => {
                 return Err(Failure::usage(format!(
                     "unknown option '{}' for sweep",
@@ -334,7 +344,7 @@ fn parse_sweep(args: Vec<OsString>) -> Result<Parsed<PathBuf>, Failure> {
             }
         }
     }
-    Ok(Parsed::Run(one_path(dirs, "DIR")?))
+    Ok(Parsed::Run((one_path(dirs, "DIR")?, verbose)))
 }
 
 /// Exactly one positional argument.
@@ -557,10 +567,26 @@ fn stop_message(target: &Path, source: &str, stop: Stop) -> Failure {
     }
 }
 
-/// `crashsafe sweep DIR`: prints how many stale temps were removed.
-fn sweep(dir: &Path) -> Result<(), Failure> {
-    let removed = crashsafe::sweep(dir).map_err(|e| Failure::failed(chain(&e)))?;
-    print(&format!("{removed}\n"))
+/// `crashsafe sweep DIR`: prints how many stale temps were removed; with
+/// `verbose` (or on a terminal) each one removed or kept, and why.
+fn sweep(dir: &Path, verbose: bool) -> Result<(), Failure> {
+    let report = crashsafe::sweep_report(dir).map_err(|e| Failure::failed(chain(&e)))?;
+    if !verbose && !io::IsTerminal::is_terminal(&io::stdout()) {
+        return print(&format!("{}\n", report.removed.len()));
+    }
+    let mut text = String::new();
+    for path in &report.removed {
+        text.push_str(&format!("removed {}\n", path.display()));
+    }
+    for (path, why) in &report.kept {
+        text.push_str(&format!("kept {}: {why}\n", path.display()));
+    }
+    text.push_str(&format!(
+        "{} removed, {} kept\n",
+        report.removed.len(),
+        report.kept.len()
+    ));
+    print(&text)
 }
 
 /// A write into the temp failed; the library's error inside names the step.

@@ -19,6 +19,8 @@
 //!    name for its rename).
 //! 6. **Backup**: `a~` is the earlier backup (or absent) or the old
 //!    version, never torn or new; after `Ok` at Durable, the old version.
+//! 7. **Backup reachable**: with a backup, the old version is under `a` or
+//!    `a~` in every image (`Options::backup`'s promise).
 //!
 //! The volatile view is checked too: after `Ok` it shows the new version and
 //! no temp; after a refusal, the old version and no temp.
@@ -597,6 +599,16 @@ impl Oracle {
             if last && self.durable && now != exp.old {
                 return Err(format!(
                     "after Ok (Durable) backup {} is not old: {now}",
+                    path.display()
+                ));
+            }
+            // The promise of `Options::backup`: at every moment the old
+            // version is under one of the two names.
+            let target = version(fs, &exp.path);
+            if now != exp.old && target != exp.old {
+                return Err(format!(
+                    "the old version is under neither name: {} is {target}, {} is {now}",
+                    exp.path.display(),
                     path.display()
                 ));
             }

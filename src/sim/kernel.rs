@@ -359,6 +359,43 @@ impl State {
         })
     }
 
+    // issue 12: create_dir_all
+    fn mkdir_at(&mut self, call: usize, dir: Ino, name: &OsStr, mode: u32) -> Result<(), Errno> {
+        let (parent, last) = self.parent_of(dir, name)?;
+        if self.lookup(dir, name, false).is_ok() {
+            return Err(errno::EXIST);
+        }
+        self.may_change(parent)?;
+        let parent_inode = self.volatile.get(parent).ok_or(errno::NOENT)?;
+        let gid = if parent_inode.mode & 0o2000 != 0 {
+            parent_inode.gid
+        } else {
+            self.config.cred.gid
+        };
+        let ino = self.volatile.alloc_ino();
+        let mode = mode & !self.config.umask & 0o7777;
+        let uid = self.config.cred.uid;
+        self.emit(
+            call,
+            Op::Init {
+                ino,
+                kind: InitKind::Dir { parent },
+                mode,
+                uid,
+                gid,
+            },
+        );
+        self.emit(
+            call,
+            Op::Link {
+                dir: parent,
+                name: last,
+                ino,
+            },
+        );
+        Ok(())
+    }
+
     fn write_at(&mut self, call: usize, ino: Ino, buf: &[u8], offset: u64) -> Result<usize, Errno> {
         if buf.is_empty() {
             return Ok(0);
@@ -1100,6 +1137,38 @@ impl Sys for SimFs {
     /// for, an `fsetxattr` of a minimal ACL, is one call too).
     fn set_mode_without_acl(&self, file: &SimHandle, mode: u32) -> io::Result<()> {
         self.set_mode(file, mode)
+    }
+
+    // issue 12: update without hanging; create_dir_all
+    /// Always granted, as [`Sys::lock_dir`] here.
+    fn try_lock_dir(&self, dir: &SimDir) -> io::Result<()> {
+        let mut st = self.enter();
+        let (index, fault) = st.begin(Call::TryLockDir, dir.path.clone());
+        st.finish(index, fault.map_or(Ok(()), Err))
+    }
+
+    /// The device number is this simulator's own, so two simulators in one
+    /// thread never look like one directory.
+    fn dir_identity(&self, dir: &SimDir) -> io::Result<(u64, u64)> {
+        let dev = self.instance_id();
+        let mut st = self.enter();
+        let (index, fault) = st.begin(Call::DirIdentity, dir.path.clone());
+        let result = match fault {
+            Some(e) => Err(e),
+            None => Ok((dev, u64::from(dir.ino))),
+        };
+        st.finish(index, result)
+    }
+
+    fn mkdir_at(&self, dir: &SimDir, name: &OsStr, mode: u32) -> io::Result<()> {
+        let mut st = self.enter();
+        let args = format!("{}, {}, {mode:#o}", dir.path, show(name));
+        let (index, fault) = st.begin(Call::MkdirAt, args);
+        let result = match fault {
+            Some(e) => Err(e),
+            None => st.mkdir_at(index, dir.ino, name, mode),
+        };
+        st.finish(index, result)
     }
 }
 

@@ -142,6 +142,8 @@ pub struct SimStat {
     pub gid: u32,
     /// Number of names.
     pub nlink: u64,
+    /// Inode number (issue 12: tells two names of one file).
+    pub ino: u64,
 }
 
 /// Setup calls walk paths with full privilege.
@@ -174,6 +176,11 @@ impl SimFs {
         SimFs {
             inner: Arc::new(Mutex::new(state)),
         }
+    }
+
+    /// Tells this simulator (and its clones) from every other one.
+    pub(crate) fn instance_id(&self) -> u64 {
+        Arc::as_ptr(&self.inner) as usize as u64
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -517,6 +524,7 @@ impl SimFs {
             uid: inode.uid,
             gid: inode.gid,
             nlink: u64::from(inode.nlink),
+            ino: u64::from(ino),
         })
     }
 
@@ -569,15 +577,29 @@ impl SimFs {
         }
     }
 
-    /// [`sweep`](crate::sweep) of the directory `dir` at time `now`
-    /// (seconds). The simulator has no clock: every file was last modified
-    /// at time 0, so any `now` of 10 or more makes every temp old enough.
-    /// A temp whose writer still holds its lock is never removed.
+    /// [`sweep`](crate::sweep) of the directory `dir`. A temp whose writer
+    /// still holds its lock is never removed.
     ///
     /// # Errors
     /// Exactly those of [`sweep`](crate::sweep).
-    pub fn sweep(&self, dir: impl AsRef<Path>, now: i64) -> Result<usize, Error> {
-        crate::sweep::sweep(self, dir.as_ref(), now)
+    pub fn sweep(&self, dir: impl AsRef<Path>) -> Result<usize, Error> {
+        self.sweep_report(dir).map(|r| r.removed.len())
+    }
+
+    /// [`create_dir_all`](crate::create_dir_all) on the simulator.
+    ///
+    /// # Errors
+    /// Exactly those of [`create_dir_all`](crate::create_dir_all).
+    pub fn create_dir_all(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        crate::dirs::create_dir_all(self, path.as_ref())
+    }
+
+    /// [`sweep_report`](crate::sweep_report) of the directory `dir`.
+    ///
+    /// # Errors
+    /// Exactly those of [`sweep`](crate::sweep).
+    pub fn sweep_report(&self, dir: impl AsRef<Path>) -> Result<crate::SweepReport, Error> {
+        crate::sweep::sweep(self, dir.as_ref())
     }
 
     // ---- interleaving ----

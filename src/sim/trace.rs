@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fmt;
 
 use super::errno;
-use crate::temp_name::{RANDOM_LEN, is_temp_name};
+use crate::temp_name::{MARK, RANDOM_LEN, is_temp_name};
 
 /// The syscalls of the protocol's syscall trait, one per method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,11 +76,18 @@ pub enum Call {
     // issue 10: the filesystem type.
     /// `fstatfs(dir)`: the filesystem type.
     StatFs,
+    // issue 12: update without hanging; create_dir_all
+    /// `flock(dir, LOCK_EX|LOCK_NB)`.
+    TryLockDir,
+    /// `fstat(dir)`.
+    DirIdentity,
+    /// `mkdirat(dir, name, mode)`.
+    MkdirAt,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 30] = [
+    pub const ALL: [Call; 33] = [
         Call::OpenDir,
         Call::StatAt,
         Call::ReadLinkAt,
@@ -111,6 +118,9 @@ impl Call {
         Call::OpenDirAt,
         Call::IsProcfs,
         Call::StatFs,
+        Call::TryLockDir,
+        Call::DirIdentity,
+        Call::MkdirAt,
     ];
 
     /// The method name, as in the trace.
@@ -146,6 +156,9 @@ impl Call {
             Call::OpenDirAt => "open_dir_at",
             Call::IsProcfs => "is_procfs",
             Call::StatFs => "stat_fs",
+            Call::TryLockDir => "try_lock_dir",
+            Call::DirIdentity => "dir_identity",
+            Call::MkdirAt => "mkdir_at",
         }
     }
 
@@ -201,9 +214,9 @@ pub(crate) fn show(name: &OsStr) -> String {
     if !is_temp_name(name) {
         return text.into_owned();
     }
-    // ".{name}.{RANDOM}.tmp": replace RANDOM by '*'.
+    // ".{name}.crashsafe-{RANDOM}.tmp": replace "crashsafe-RANDOM" by '*'.
     let bytes = text.as_bytes();
     let end = bytes.len() - ".tmp".len();
-    let start = end - RANDOM_LEN;
+    let start = end - RANDOM_LEN - MARK.len() + 1;
     format!("{}*{}", &text[..start], &text[end..])
 }

@@ -220,4 +220,18 @@ pub(crate) trait Sys: Clone {
     /// setuid/setgid/sticky (an ACL has no room for them), or `fchmod`
     /// alone where the filesystem has no ACLs (then none was inherited).
     fn set_mode_without_acl(&self, file: &Self::File, mode: u32) -> io::Result<()>;
+
+    // issue 12: update without hanging; create_dir_all
+    /// `flock(dir, LOCK_EX|LOCK_NB)`: `EWOULDBLOCK` while another open file
+    /// description holds the lock.
+    fn try_lock_dir(&self, dir: &Self::Dir) -> io::Result<()>;
+
+    /// `fstat(dir)`: `(st_dev, st_ino)`, which tell directories apart (the
+    /// locks `update` holds; the simulator makes each instance its own
+    /// device here, unlike [`Sys::stat_dir`]).
+    fn dir_identity(&self, dir: &Self::Dir) -> io::Result<(u64, u64)>;
+
+    /// `mkdirat(dir, name, mode)`: the kernel applies the umask. The new
+    /// entry is durable only after [`Sys::sync_dir`] of `dir`.
+    fn mkdir_at(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<()>;
 }

@@ -172,6 +172,10 @@ impl Sys for RealSys {
     }
 
     fn sync_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        // As for files: Apple's fsync leaves the rename in the drive's cache.
+        #[cfg(target_vendor = "apple")]
+        return rustix::fs::fcntl_fullfsync(dir).map_err(err);
+        #[cfg(not(target_vendor = "apple"))]
         rustix::fs::fsync(dir).map_err(err)
     }
 
@@ -427,6 +431,21 @@ impl Sys for RealSys {
     fn set_mode_without_acl(&self, file: &OwnedFd, mode: u32) -> io::Result<()> {
         self.set_mode(file, mode)
     }
+
+    // issue 12: update without hanging; create_dir_all
+    fn try_lock_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        let op = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        rustix::fs::flock(dir, op).map_err(err)
+    }
+
+    fn dir_identity(&self, dir: &OwnedFd) -> io::Result<(u64, u64)> {
+        let st = self.stat_dir(dir)?;
+        Ok((st.dev, st.ino))
+    }
+
+    fn mkdir_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode as _)).map_err(err)
+    }
 }
 
 /// `"5.15.0-91-generic"` -> `(5, 15)`; anything unreadable -> `(0, 0)`.
@@ -438,18 +457,6 @@ fn parse_release(release: &[u8]) -> (u32, u32) {
     match (major, minor) {
         (Some(major), Some(minor)) => (major, minor),
         _ => (0, 0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn kernel_releases_parse() {
-        use super::parse_release;
-        assert_eq!(parse_release(b"5.15.0-91-generic"), (5, 15));
-        assert_eq!(parse_release(b"6.8.12"), (6, 8));
-        assert_eq!(parse_release(b"4.19-rc1"), (4, 19));
-        assert_eq!(parse_release(b"weird"), (0, 0));
     }
 }
 
@@ -471,4 +478,16 @@ fn minimal_acl(mode: u32) -> [u8; 28] {
         acl[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     }
     acl
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_releases_parse() {
+        use super::parse_release;
+        assert_eq!(parse_release(b"5.15.0-91-generic"), (5, 15));
+        assert_eq!(parse_release(b"6.8.12"), (6, 8));
+        assert_eq!(parse_release(b"4.19-rc1"), (4, 19));
+        assert_eq!(parse_release(b"weird"), (0, 0));
+    }
 }

@@ -51,6 +51,7 @@ fn new_file() {
             "stat_at(/d, a) = ENOENT",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
@@ -75,6 +76,7 @@ fn replace_keeps_owner_then_mode_before_the_fsync() {
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -97,6 +99,7 @@ fn create_new_uses_rename_noreplace() {
             "stat_at(/d, a) = ENOENT",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_noreplace_at(/d, .a.*.tmp, a) = ok",
@@ -119,6 +122,7 @@ fn create_new_falls_back_to_link_where_noreplace_is_unsupported() {
             "stat_at(/d, a) = ENOENT",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_noreplace_at(/d, .a.*.tmp, a) = EINVAL",
@@ -158,6 +162,7 @@ fn followed_symlink_replaces_and_syncs_in_the_targets_directory() {
             "close(a)",
             "create_at(/d/../e, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -180,6 +185,7 @@ fn not_followed_symlink_is_replaced_as_a_new_file() {
             "stat_at(/d, a) = ok",
             "create_at(/d, .a.*.tmp, 0o666) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "sync_file(.a.*.tmp) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
@@ -204,6 +210,7 @@ fn consistent_skips_only_the_directory_fsync() {
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -226,7 +233,7 @@ fn streaming_buffers_small_writes_into_one() {
     file.commit().unwrap();
     assert_eq!(sim.read_file("/d/a").unwrap(), b"0123456789".repeat(10));
     assert_eq!(
-        sim.trace_lines()[4],
+        sim.trace_lines()[5],
         "write_at(.a.*.tmp, 100 bytes @0) = 100"
     );
 }
@@ -249,6 +256,7 @@ fn failed_fsync_removes_the_temp_and_never_renames() {
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -296,6 +304,7 @@ fn batch_flushes_once_per_directory_then_renames_then_syncs_each_directory() {
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "stat_dir(/d) = ok",
             "stat_fs(/d) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
@@ -303,6 +312,7 @@ fn batch_flushes_once_per_directory_then_renames_then_syncs_each_directory() {
             "stat_at(/d, b) = ENOENT",
             "create_at(/d, .b.*.tmp, 0o666) = ok",
             "lock(.b.*.tmp, wait=false) = ok",
+            "stat_file(.b.*.tmp) = ok",
             "stat_dir(/d) = ok",
             "write_at(.b.*.tmp, 5 bytes @0) = 5",
             "open_dir(/e) = ok",
@@ -313,6 +323,7 @@ fn batch_flushes_once_per_directory_then_renames_then_syncs_each_directory() {
             "close(c)",
             "create_at(/e, .c.*.tmp, 0o600) = ok",
             "lock(.c.*.tmp, wait=false) = ok",
+            "stat_file(.c.*.tmp) = ok",
             "stat_dir(/e) = ok",
             "write_at(.c.*.tmp, 5 bytes @0) = 5",
             // Commit: each temp that replaces a file is looked at, and its owner
@@ -354,7 +365,7 @@ fn batch_fsyncs_each_temp_where_syncfs_hides_write_back_errors() {
         batch.commit().unwrap();
         let trace = sim.trace_lines();
         assert_eq!(
-            trace[13..],
+            trace[15..],
             [
                 "sync_file(.b.*.tmp) = ok",
                 "sync_file(.d.*.tmp) = ok",
@@ -449,6 +460,7 @@ fn unnamed_temp_falls_back_to_a_named_temp_without_o_tmpfile() {
             "create_unnamed(/d, 0o600) = EOPNOTSUPP",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -479,6 +491,7 @@ fn backup_links_the_old_file_and_renames_it_over_the_backup_before_the_main_rena
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 5 bytes @0) = 5",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -486,9 +499,11 @@ fn backup_links_the_old_file_and_renames_it_over_the_backup_before_the_main_rena
             "sync_file(.a.*.tmp) = ok",
             "link_at(/d, a, .a~.*.tmp) = ok",
             "rename_at(/d, .a~.*.tmp, a~) = ok",
+            // The backup's name is durable before the old name is taken:
+            // the old version is under one of the two names after any crash.
+            "sync_dir(/d) = ok",
             "rename_at(/d, .a.*.tmp, a) = ok",
             "close(.a.*.tmp)",
-            // One directory fsync covers the backup and the new file.
             "sync_dir(/d) = ok",
         ],
     );
@@ -510,6 +525,7 @@ fn update_locks_the_directory_and_looks_again_before_reading() {
         &[
             "open_dir(/d) = ok",
             "stat_at(/d, a) = ok",
+            "dir_identity(/d) = ok",
             "lock_dir(/d) = ok",
             // Another updater may have replaced the file before we got the lock.
             "stat_at(/d, a) = ok",
@@ -524,6 +540,7 @@ fn update_locks_the_directory_and_looks_again_before_reading() {
             "close(a)",
             "create_at(/d, .a.*.tmp, 0o600) = ok",
             "lock(.a.*.tmp, wait=false) = ok",
+            "stat_file(.a.*.tmp) = ok",
             "write_at(.a.*.tmp, 6 bytes @0) = 6",
             "stat_file(.a.*.tmp) = ok",
             "set_owner(.a.*.tmp, 1234, 5678) = ok",
@@ -547,10 +564,11 @@ fn update_of_a_missing_file_reads_nothing() {
     .unwrap();
     let trace = sim.trace_lines();
     assert_eq!(
-        trace[..5],
+        trace[..6],
         [
             "open_dir(/d) = ok",
             "stat_at(/d, b) = ENOENT",
+            "dir_identity(/d) = ok",
             "lock_dir(/d) = ok",
             "stat_at(/d, b) = ENOENT",
             "create_at(/d, .b.*.tmp, 0o666) = ok",
@@ -586,7 +604,7 @@ fn backup_that_already_is_the_old_file_leaves_no_temp_link() {
     // work done.
     let trace = sim.trace_lines();
     assert_eq!(
-        trace[15..],
+        trace[16..],
         [
             "sync_file(.a.*.tmp) = ok",
             "stat_at(/d, a~) = ok",
@@ -651,7 +669,7 @@ fn sweep_leaves_the_closed_temps_of_a_live_batch_alone() {
     };
     // Three temps and one anchor.
     assert_eq!(temps(&sim), 4);
-    assert_eq!(sim.sweep("/d", 1_000_000).unwrap(), 0);
+    assert_eq!(sim.sweep("/d").unwrap(), 0);
     assert_eq!(temps(&sim), 4);
     batch.commit().unwrap();
     assert_eq!(temps(&sim), 0, "the anchor is gone after the commit");
@@ -663,9 +681,15 @@ fn sweep_leaves_the_closed_temps_of_a_live_batch_alone() {
     }
     // A dead batch's anchor (nobody holds its lock) protects nothing and
     // is swept like any stale temp.
-    sim.put_file("/d/.crashsafe-batch.aaaaaaaaaaaa.tmp", b"", 0o600, 0, 0)
+    sim.put_file(
+        "/d/.crashsafe-batch.crashsafe-aaaaaaaaaaaa.tmp",
+        b"",
+        0o600,
+        0,
+        0,
+    )
+    .unwrap();
+    sim.put_file("/d/.x.crashsafe-bbbbbbbbbbbb.tmp", b"half", 0o600, 0, 0)
         .unwrap();
-    sim.put_file("/d/.x.bbbbbbbbbbbb.tmp", b"half", 0o600, 0, 0)
-        .unwrap();
-    assert_eq!(sim.sweep("/d", 1_000_000).unwrap(), 2);
+    assert_eq!(sim.sweep("/d").unwrap(), 2);
 }

@@ -10,8 +10,11 @@
 //! | `negative.rs` | 6: broken protocol variants are caught |
 //! | `differential.rs` | 7: simulator and real filesystem agree |
 //! | `syscalls.rs` | the number of calls per replace, pinned |
+//! | `dirs.rs` | `create_dir_all`: new directories survive every crash |
+//! | `sweep.rs` | `sweep` interleaved with a live writer, call by call |
 
 mod differential;
+mod dirs;
 mod exhaustive;
 mod faults;
 mod golden;
@@ -19,6 +22,7 @@ mod model;
 mod negative;
 mod props;
 mod recorded;
+mod sweep;
 mod syscalls;
 
 use std::path::Path;

@@ -375,8 +375,8 @@ fn a_recovered_state_never_reuses_an_inode_number() {
 
 // ---- sweep, on the simulator ----
 
-/// A name with the temp shape `.NAME.RANDOM.tmp`.
-const TEMP: &str = ".x.abcdefghijkl.tmp";
+/// A name with the temp mark `.NAME.crashsafe-RANDOM.tmp`.
+const TEMP: &str = ".x.crashsafe-abcdefghijkl.tmp";
 
 fn sweep_setup() -> SimFs {
     let sim = with_old();
@@ -389,11 +389,11 @@ fn sweep_removes_an_unlocked_temp_shaped_regular_file() {
     let sim = sweep_setup();
     sim.put_file(format!("/d/{TEMP}"), b"left by a dead writer", 0o600, 0, 0)
         .unwrap();
-    assert_eq!(sim.sweep("/d", 100).unwrap(), 1);
+    assert_eq!(sim.sweep("/d").unwrap(), 1);
     let names = sim.list_dir("/d").unwrap();
     assert_eq!(names, ["x"]);
     // And nothing is left to do.
-    assert_eq!(sim.sweep("/d", 100).unwrap(), 0);
+    assert_eq!(sim.sweep("/d").unwrap(), 0);
 }
 
 #[test]
@@ -402,30 +402,35 @@ fn sweep_never_removes_a_symlink_a_directory_or_another_name() {
     // A temp-shaped symlink (to a file that must survive too), a
     // temp-shaped directory, and regular files without the temp shape.
     sim.symlink(format!("/d/{TEMP}"), "x").unwrap();
-    sim.mkdir("/d/.y.abcdefghijkl.tmp", 0o755).unwrap();
+    sim.mkdir("/d/.y.crashsafe-abcdefghijkl.tmp", 0o755)
+        .unwrap();
     for name in [
         "a.tmp",
         ".x.tmp",
-        ".x.ABCDEFGHIJKL.tmp",
-        ".x.abcdefghijk.tmp",
+        // Look-alikes: the old temp shape, which ordinary files can have.
+        ".notes.sessionstore.tmp",
+        ".x.abcdefghijkl.tmp",
+        ".x.crashsafe-ABCDEFGHIJKL.tmp",
+        ".x.crashsafe-abcdefghijk.tmp",
+        ".x.crashsafe.abcdefghijkl.tmp",
         "x~",
     ] {
         sim.put_file(format!("/d/{name}"), b"keep", 0o644, 0, 0)
             .unwrap();
     }
     let before = sim.list_dir("/d").unwrap();
-    assert_eq!(sim.sweep("/d", 100).unwrap(), 0);
+    assert_eq!(sim.sweep("/d").unwrap(), 0);
     assert_eq!(sim.list_dir("/d").unwrap(), before);
     assert_eq!(sim.read_file("/d/x").unwrap(), OLD);
 }
 
 #[test]
-fn sweep_never_removes_a_live_writers_temp_or_a_young_one() {
+fn sweep_never_removes_a_live_writers_temp_but_a_dead_ones_at_once() {
     let sim = sweep_setup();
     // A writer in progress holds the lock on its temp.
     let mut file = sim.open("/d/x", &crate::options::Options::new()).unwrap();
     std::io::Write::write_all(&mut file, NEW).unwrap();
-    assert_eq!(sim.sweep("/d", 100).unwrap(), 0);
+    assert_eq!(sim.sweep("/d").unwrap(), 0);
     // The sweep's own attempt to lock it failed, as flock does.
     let trace = sim.trace_lines();
     assert!(
@@ -436,11 +441,10 @@ fn sweep_never_removes_a_live_writers_temp_or_a_young_one() {
     );
     file.commit().unwrap();
     assert_eq!(sim.read_file("/d/x").unwrap(), NEW);
-    // A dead writer's temp, but modified less than 10 s ago: kept.
+    // A dead writer's temp, just written: removed at once (no age rule).
     sim.put_file(format!("/d/{TEMP}"), b"", 0o600, 0, 0)
         .unwrap();
-    assert_eq!(sim.sweep("/d", 9).unwrap(), 0);
-    assert_eq!(sim.sweep("/d", 10).unwrap(), 1);
+    assert_eq!(sim.sweep("/d").unwrap(), 1);
 }
 
 #[test]
@@ -454,7 +458,7 @@ fn sweep_cleans_up_after_a_crashed_writer() {
     for model in Model::ALL {
         for image in sim.crash_images(model) {
             assert_eq!(image.list_dir("/d").unwrap().len(), 2, "{model}");
-            assert_eq!(image.sweep("/d", 100).unwrap(), 1, "{model}");
+            assert_eq!(image.sweep("/d").unwrap(), 1, "{model}");
             assert_eq!(image.list_dir("/d").unwrap(), ["x"], "{model}");
             assert_eq!(image.read_file("/d/x").unwrap(), OLD, "{model}");
         }

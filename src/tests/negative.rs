@@ -40,41 +40,41 @@ type Expectation = (Broken, Model, Found);
 #[rustfmt::skip]
 const EXPECTED: &[Expectation] = &[
     // The rename reaches the disk before the inode: an empty file, mode 0.
-    (Broken::NoFileSync, CONSERVATIVE, Some(("absent file Durable 0B", "after #4 rename_at", "mode 0o0"))),
+    (Broken::NoFileSync, CONSERVATIVE, Some(("absent file Durable 0B", "after #5 rename_at", "mode 0o0"))),
     // ext4 journals the inode with the rename, but delayed allocation
     // leaves it empty; auto_da_alloc does not help a new name.
-    (Broken::NoFileSync, EXT4, Some(("absent file Durable 1B", "after #5 rename_at", "file of 0 bytes"))),
-    (Broken::NoFileSync, EXT4_NOAUTO, Some(("absent file Durable 1B", "after #5 rename_at", "file of 0 bytes"))),
+    (Broken::NoFileSync, EXT4, Some(("absent file Durable 1B", "after #6 rename_at", "file of 0 bytes"))),
+    (Broken::NoFileSync, EXT4_NOAUTO, Some(("absent file Durable 1B", "after #6 rename_at", "file of 0 bytes"))),
     // kill -9 keeps the page cache: a missing fsync is invisible.
     (Broken::NoFileSync, KILL, None),
     // Ok was returned, but the rename is still only in memory.
-    (Broken::NoDirSync, CONSERVATIVE, Some(("absent file Durable 0B", "after #5 rename_at", "after Ok (Durable)"))),
-    (Broken::NoDirSync, EXT4, Some(("absent file Durable 0B", "after #5 rename_at", "after Ok (Durable)"))),
-    (Broken::NoDirSync, EXT4_NOAUTO, Some(("absent file Durable 0B", "after #5 rename_at", "after Ok (Durable)"))),
+    (Broken::NoDirSync, CONSERVATIVE, Some(("absent file Durable 0B", "after #6 rename_at", "after Ok (Durable)"))),
+    (Broken::NoDirSync, EXT4, Some(("absent file Durable 0B", "after #6 rename_at", "after Ok (Durable)"))),
+    (Broken::NoDirSync, EXT4_NOAUTO, Some(("absent file Durable 0B", "after #6 rename_at", "after Ok (Durable)"))),
     (Broken::NoDirSync, KILL, None),
     // New data under the temp's 0600 root:root: the chown/chmod after the
     // fsync had not reached the disk when the rename did.
-    (Broken::ModeAfterSync, CONSERVATIVE, Some(("present file Durable 0B", "after #13 rename_at", "mode 0o600 owner 0:0"))),
+    (Broken::ModeAfterSync, CONSERVATIVE, Some(("present file Durable 0B", "after #14 rename_at", "mode 0o600 owner 0:0"))),
     // ext4 journals metadata in program order and the chmod precedes the
     // rename: invisible there, which is why the conservative model exists.
     (Broken::ModeAfterSync, EXT4, None),
     (Broken::ModeAfterSync, EXT4_NOAUTO, None),
     (Broken::ModeAfterSync, KILL, None),
     // As for no file fsync: the rename lands before the data.
-    (Broken::RenameBeforeSync, CONSERVATIVE, Some(("absent file Durable 0B", "after #4 rename_at", "mode 0o0"))),
-    (Broken::RenameBeforeSync, EXT4, Some(("absent file Durable 1B", "after #5 rename_at", "file of 0 bytes"))),
-    (Broken::RenameBeforeSync, EXT4_NOAUTO, Some(("absent file Durable 1B", "after #5 rename_at", "file of 0 bytes"))),
+    (Broken::RenameBeforeSync, CONSERVATIVE, Some(("absent file Durable 0B", "after #5 rename_at", "mode 0o0"))),
+    (Broken::RenameBeforeSync, EXT4, Some(("absent file Durable 1B", "after #6 rename_at", "file of 0 bytes"))),
+    (Broken::RenameBeforeSync, EXT4_NOAUTO, Some(("absent file Durable 1B", "after #6 rename_at", "file of 0 bytes"))),
     (Broken::RenameBeforeSync, KILL, None),
     // Between the unlink and the rename the name is gone, even for kill -9.
-    (Broken::UnlinkThenRename, CONSERVATIVE, Some(("absent symlink-replaced Durable 0B", "after #5 unlink_at", "neither old nor new: absent"))),
-    (Broken::UnlinkThenRename, EXT4, Some(("absent symlink-replaced Durable 0B", "after #5 unlink_at", "neither old nor new: absent"))),
-    (Broken::UnlinkThenRename, EXT4_NOAUTO, Some(("absent symlink-replaced Durable 0B", "after #5 unlink_at", "neither old nor new: absent"))),
-    (Broken::UnlinkThenRename, KILL, Some(("absent symlink-replaced Durable 0B", "after #5 unlink_at", "neither old nor new: absent"))),
+    (Broken::UnlinkThenRename, CONSERVATIVE, Some(("absent symlink-replaced Durable 0B", "after #6 unlink_at", "neither old nor new: absent"))),
+    (Broken::UnlinkThenRename, EXT4, Some(("absent symlink-replaced Durable 0B", "after #6 unlink_at", "neither old nor new: absent"))),
+    (Broken::UnlinkThenRename, EXT4_NOAUTO, Some(("absent symlink-replaced Durable 0B", "after #6 unlink_at", "neither old nor new: absent"))),
+    (Broken::UnlinkThenRename, KILL, Some(("absent symlink-replaced Durable 0B", "after #6 unlink_at", "neither old nor new: absent"))),
     // The first fsync fails with EIO (pages dropped), the retry returns 0,
     // and the rename publishes a file whose data never reached the disk.
-    (Broken::RetrySync, CONSERVATIVE, Some(("absent file Durable 1B", "after #7 rename_at", "neither old nor new: file of 0 bytes"))),
-    (Broken::RetrySync, EXT4, Some(("absent file Durable 1B", "after #7 rename_at", "neither old nor new: file of 0 bytes"))),
-    (Broken::RetrySync, EXT4_NOAUTO, Some(("absent file Durable 1B", "after #7 rename_at", "neither old nor new: file of 0 bytes"))),
+    (Broken::RetrySync, CONSERVATIVE, Some(("absent file Durable 1B", "after #8 rename_at", "neither old nor new: file of 0 bytes"))),
+    (Broken::RetrySync, EXT4, Some(("absent file Durable 1B", "after #8 rename_at", "neither old nor new: file of 0 bytes"))),
+    (Broken::RetrySync, EXT4_NOAUTO, Some(("absent file Durable 1B", "after #8 rename_at", "neither old nor new: file of 0 bytes"))),
     // kill -9 keeps the pages the failed fsync could not write.
     (Broken::RetrySync, KILL, None),
 ];
@@ -180,9 +180,9 @@ fn batch_renaming_before_the_flush_is_caught() {
     // rename: the first rename can reach the disk before the data.
     #[rustfmt::skip]
     let expected: [(Model, Found); 4] = [
-        (CONSERVATIVE, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "mode 0o0"))),
-        (EXT4, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "file of 0 bytes"))),
-        (EXT4_NOAUTO, Some(("batch /d/a- /d/b- Durable 600B", "after #13 rename_at", "file of 0 bytes"))),
+        (CONSERVATIVE, Some(("batch /d/a- /d/b- Durable 600B", "after #15 rename_at", "mode 0o0"))),
+        (EXT4, Some(("batch /d/a- /d/b- Durable 600B", "after #15 rename_at", "file of 0 bytes"))),
+        (EXT4_NOAUTO, Some(("batch /d/a- /d/b- Durable 600B", "after #15 rename_at", "file of 0 bytes"))),
         // kill -9 keeps the page cache.
         (KILL, None),
     ];
@@ -280,7 +280,7 @@ fn a_dir_fsync_error_that_looks_like_an_early_failure_is_caught_by_the_fault_tie
     // compares the error's claim with the volatile view.
     let path = super::faults::broken_path(Broken::DirSyncErrorLooksEarly);
     let err = super::faults::run_path(&path).expect_err("the fault tier must catch it");
-    assert!(err.contains("#16 sync_dir fails with 5:"), "{err}");
+    assert!(err.contains("#17 sync_dir fails with 5:"), "{err}");
     assert!(
         err.contains("says target_replaced() = false, but the file is file of 1300 bytes"),
         "{err}"
@@ -296,7 +296,7 @@ fn a_dir_fsync_error_that_looks_like_an_early_failure_is_caught_by_the_fault_tie
     let report = check_images(&sim, &oracle, KILL, &Budget::default());
     let v = report.first.expect("caught in the images");
     // The final point: the failed sync_dir added no effect.
-    assert_eq!(v.point, "after #14 rename_at", "{v}");
+    assert_eq!(v.point, "after #15 rename_at", "{v}");
     assert!(
         v.message.contains("after an early error /d/a is not old"),
         "{v}"
@@ -423,4 +423,27 @@ fn the_backup_check_can_fail() {
     let v = report.first.expect("caught");
     assert_eq!(v.point, "start", "{v}");
     assert!(v.message.contains("backup /d/a~ is neither"), "{v}");
+}
+
+#[test]
+fn a_backup_without_its_directory_fsync_is_caught() {
+    // issue 12: without the directory fsync between the backup's rename and
+    // the main rename, the conservative model keeps the main rename but not
+    // the backup's: the old version is under neither name.
+    let cases: Vec<Case> = Case::extended_suite()
+        .into_iter()
+        .filter(|c| c.backup == Backup::Rotate)
+        .collect();
+    assert!(!cases.is_empty());
+    let broken = sweep(
+        Some(Broken::NoBackupSync),
+        CONSERVATIVE,
+        &cases,
+        &Budget::default(),
+    );
+    let (case, v) = broken.first_crash.expect("NoBackupSync is caught");
+    assert!(v.message.contains("under neither name"), "{case}: {v}");
+    // The real protocol passes the same check on the same cases.
+    let real = sweep(None, CONSERVATIVE, &cases, &Budget::default());
+    assert_eq!(real.report.violations, 0, "{:?}", real.first_crash);
 }

@@ -146,6 +146,15 @@ impl Sys for Recorder {
     fn set_mode_without_acl(&self, file: &OwnedFd, mode: u32) -> io::Result<()> {
         RealSys.set_mode_without_acl(file, mode)
     }
+    fn try_lock_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        RealSys.try_lock_dir(dir)
+    }
+    fn dir_identity(&self, dir: &OwnedFd) -> io::Result<(u64, u64)> {
+        RealSys.dir_identity(dir)
+    }
+    fn mkdir_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+        RealSys.mkdir_at(dir, name, mode)
+    }
 }
 
 fn id(path: &Path) -> (u64, u64) {

@@ -10,7 +10,9 @@
 //! - `fstatat` of the target: refuse directories and devices, read mode
 //!   and owner to keep;
 //! - `flock` of the temp: lets `sweep` tell a live writer's temp from a dead
-//!   one's;
+//!   one's; then `fstat` of the temp: after the lock, its link count says
+//!   whether a `sweep` removed it between create and lock (then the writer
+//!   starts again), which is what lets `sweep` remove dead temps at once;
 //! - `fstat` of the temp (existing file only), then `fchown` only when the
 //!   owner differs (root replacing another user's file) and `fchmod` only
 //!   when the mode differs (the temp starts 0600); for an old file without
@@ -55,17 +57,18 @@ fn count(path: &str, opts: &Options) -> (usize, usize) {
 #[test]
 fn replace_of_an_existing_file() {
     // Your own 0644 file: the old file opened, fstat'ed and listed, then
-    // fstat of the temp, the mode (0600 -> 0644: on Linux one fsetxattr of
+    // fstat of the temp after its lock (a sweep that took it first leaves
+    // no links) and again for the metadata, the mode (0600 -> 0644: on Linux one fsetxattr of
     // a minimal ACL in place of fchmod), no fchown, no fstat of
     // the directory (your own file cannot be a planted one).
-    // 15 traced + close(dir) = 16 real calls, 2 syncs.
-    assert_eq!(count("/d/old", &Options::new()), (15, 2));
+    // 16 traced + close(dir) = 17 real calls, 2 syncs.
+    assert_eq!(count("/d/old", &Options::new()), (16, 2));
 }
 
 #[test]
 fn replace_of_a_private_file_needs_neither_chown_nor_chmod() {
     // The temp already is 0600 and yours: the fstat shows it.
-    assert_eq!(count("/d/secret", &Options::new()), (14, 2));
+    assert_eq!(count("/d/secret", &Options::new()), (15, 2));
 }
 
 #[test]
@@ -74,13 +77,13 @@ fn root_replacing_another_users_file_adds_the_chown() {
     sim.set_identity(0, 0, true);
     sim.write("/d/old", &[7u8; 4096], &Options::new()).unwrap();
     // Plus the directory's fstat: a file that is not yours may be planted.
-    assert_eq!(sim.trace().len(), 17);
+    assert_eq!(sim.trace().len(), 18);
 }
 
 #[test]
 fn new_file() {
-    // No fchown, fchmod or llistxattr: 9 traced + close(dir) = 10.
-    assert_eq!(count("/d/new", &Options::new()), (9, 2));
+    // No fchown, fchmod or llistxattr: 10 traced + close(dir) = 11.
+    assert_eq!(count("/d/new", &Options::new()), (10, 2));
 }
 
 #[test]
@@ -88,14 +91,14 @@ fn without_the_optional_extras() {
     let mut opts = Options::new();
     opts.preserve_xattrs(false);
     // The old file is still opened and listed: an ACL is part of the mode.
-    assert_eq!(count("/d/old", &opts), (15, 2));
+    assert_eq!(count("/d/old", &opts), (16, 2));
 }
 
 #[test]
 fn consistent_skips_one_sync() {
     let mut opts = Options::new();
     opts.durability(Durability::Consistent);
-    assert_eq!(count("/d/old", &opts), (14, 1));
+    assert_eq!(count("/d/old", &opts), (15, 1));
 }
 
 #[test]
@@ -107,9 +110,9 @@ fn unnamed_temp_costs_one_link() {
 
 #[test]
 fn batch_of_files_in_one_directory() {
-    // Per file: open dir, fstatat, openat, flock, fstat of the directory,
-    // pwrite, rename, close; once per batch: one fstatfs, one syncfs and
-    // one directory fsync.
+    // Per file: open dir, fstatat, openat, flock, fstat of the temp, fstat
+    // of the directory, pwrite, rename, close; once per batch: one fstatfs,
+    // one syncfs and one directory fsync.
     let sim = sim();
     let mut batch = sim.batch(&Options::new());
     for i in 0..10 {
@@ -118,7 +121,7 @@ fn batch_of_files_in_one_directory() {
     batch.commit().unwrap();
     let trace = sim.trace();
     let of = |call: Call| trace.iter().filter(|t| t.call == call).count();
-    assert_eq!(trace.len(), 10 * 8 + 3);
+    assert_eq!(trace.len(), 10 * 9 + 3);
     assert_eq!(
         (of(Call::SyncFs), of(Call::SyncDir), of(Call::SyncFile)),
         (1, 1, 0)
@@ -147,7 +150,7 @@ fn sticky_sim() -> SimFs {
 fn own_file_in_a_sticky_dir_costs_no_extra_call() {
     let sim = sticky_sim();
     sim.write("/t/mine", &[7u8; 4096], &Options::new()).unwrap();
-    assert_eq!(sim.trace().len(), 15);
+    assert_eq!(sim.trace().len(), 16);
     assert!(!sim.trace().iter().any(|t| t.call == Call::StatDir));
 }
 
@@ -189,4 +192,14 @@ fn a_foreign_link_in_a_sticky_dir_is_not_followed() {
     );
     assert!(!sim.trace().iter().any(|t| t.call == Call::ReadLinkAt));
     assert_eq!(sim.read_file("/victim").unwrap(), b"old");
+}
+
+#[test]
+fn backup_adds_a_link_a_rename_and_a_directory_fsync() {
+    // The directory fsync between the backup's rename and the main rename
+    // keeps the old version under one of the two names after any crash.
+    let mut opts = Options::new();
+    opts.backup(true);
+    // On top of the 16 calls of a plain replace of this file.
+    assert_eq!(count("/d/old", &opts), (19, 3));
 }

@@ -222,14 +222,16 @@ pub(crate) fn read_version(path: &Path) -> Result<(u32, u64), String> {
     decode(&bytes)
 }
 
-/// True if `name` has this library's temp shape `.NAME.RANDOM.tmp`.
+/// True if `name` has this library's temp mark `.NAME.crashsafe-RANDOM.tmp`.
 pub(crate) fn is_temp_name(name: &OsStr) -> bool {
+    // ".NAME.crashsafe-RANDOM.tmp", RANDOM 12 characters of the alphabet.
     let b = name.as_encoded_bytes();
     let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
-    b.len() >= 19
+    let tail = ".crashsafe-".len() + 12 + ".tmp".len();
+    b.len() > tail + 1
         && b[0] == b'.'
         && b.ends_with(b".tmp")
-        && b[b.len() - 17] == b'.'
+        && b[b.len() - tail..].starts_with(b".crashsafe-")
         && b[b.len() - 16..b.len() - 4]
             .iter()
             .all(|c| alphabet.contains(c))
@@ -253,22 +255,21 @@ pub(crate) fn temps(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Sets `path`'s mtime `secs` seconds into the past, so that `sweep`'s
-/// grace period is over without waiting for it.
+/// Sets `path`'s mtime `secs` seconds into the past (`sweep` ignores it).
 pub(crate) fn age(path: &Path, secs: u64) {
     let f = fs::File::options().write(true).open(path).unwrap();
     f.set_modified(SystemTime::now() - Duration::from_secs(secs))
         .unwrap();
 }
 
-/// Ages every leftover temp in `dir`, sweeps, and checks that sweep removed
-/// exactly those and that only `keep` remains. Returns how many were swept.
+/// Sweeps `dir` right away (no ageing: a dead writer's temp goes at once)
+/// and checks that sweep removed exactly the leftover temps and that only
+/// `keep` remains. Returns how many were swept.
 pub(crate) fn sweep_leftovers(dir: &Path, keep: &[&str]) -> usize {
     let leftovers = temps(dir);
     for name in &leftovers {
         let meta = fs::symlink_metadata(dir.join(name)).unwrap();
         assert!(meta.is_file(), "{name} is not a regular file");
-        age(&dir.join(name), 60);
     }
     let swept = crashsafe::sweep(dir).unwrap();
     assert_eq!(swept, leftovers.len(), "sweep count vs leftovers");

@@ -6,7 +6,8 @@
 //! - A successful `fsync(file)` makes that inode's creation, data, size and
 //!   metadata durable, but **not** any name that points to it.
 //! - A successful `fsync(dir)` makes every earlier name change in that
-//!   directory durable: creates, links, unlinks, and renames from or into it.
+//!   directory durable: creates, links, unlinks, and renames from or into it,
+//!   and the directory's own inode (its creation, for a new one).
 //! - A failed `fsync(file)` drops the file's pending data and size for good.
 //! - Everything else may or may not survive, **in any combination**: any
 //!   subset of the pending effects, applied in program order. No ordering
@@ -92,7 +93,11 @@ impl Walker for Conservative {
     fn step(&mut self, log: &[Entry], i: usize) {
         match &log[i].op {
             Op::SyncFile { ino } => self.persist(log, |op| inode_effect(op) == Some(*ino)),
-            Op::SyncDir { dir } => self.persist(log, |op| names_in(op, *dir)),
+            // issue 12: fsync of a directory makes its own inode durable
+            // too (its creation, for a new one), as fsync does for a file.
+            Op::SyncDir { dir } => self.persist(log, |op| {
+                names_in(op, *dir) || inode_effect(op) == Some(*dir)
+            }),
             Op::SyncAll => self.persist(log, |_| true),
             Op::SyncFs { inos } => self.persist(log, |op| {
                 inode_effect(op).is_some_and(|i| inos.contains(&i))
