@@ -394,22 +394,44 @@ impl DirReplace {
                 }
                 Err(e) => return Err(Error::io(Step::CreateTemp, target, os(e))),
             }
-            let setup = || -> io::Result<(OwnedFd, u32)> {
-                let stage = open_dir_at(parent, &stage_name)?;
+            // Another writer of this target sweeping leftovers may take an
+            // unlocked stage for a dead one's: between our `mkdirat` and our
+            // `flock` it can remove it. Then we hold (or fail to open) a
+            // removed directory: draw a new name.
+            let setup = || -> io::Result<Option<(OwnedFd, u32)>> {
+                let stage = match open_dir_at(parent, &stage_name) {
+                    Ok(stage) => stage,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 rustix::fs::flock(&stage, FlockOperation::LockExclusive).map_err(os)?;
-                let mode = rustix::fs::fstat(&stage).map_err(os)?.st_mode & 0o7777;
+                let held = rustix::fs::fstat(&stage).map_err(os)?;
+                match rustix::fs::statat(parent, stage_name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                {
+                    Ok(st) if st.st_ino == held.st_ino && st.st_dev == held.st_dev => {}
+                    Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
+                    Err(e) => return Err(os(e)),
+                }
                 // Private while staging; the final mode is set at commit.
                 rustix::fs::fchmod(&stage, Mode::from_raw_mode(0o700)).map_err(os)?;
-                Ok((stage, mode))
+                Ok(Some((stage, held.st_mode & 0o7777)))
             };
-            return match setup() {
-                Ok((stage, mode)) => Ok((stage, stage_name, mode)),
+            match setup() {
+                Ok(Some((stage, mode))) => return Ok((stage, stage_name, mode)),
+                Ok(None) if tries < 64 => tries += 1,
+                Ok(None) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "the staging directory was removed by another writer 64 times",
+                    );
+                    return Err(Error::io(Step::CreateTemp, target, e));
+                }
                 Err(e) => {
                     let _ =
                         rustix::fs::unlinkat(parent, stage_name.as_os_str(), AtFlags::REMOVEDIR);
-                    Err(Error::io(Step::CreateTemp, target, e))
+                    return Err(Error::io(Step::CreateTemp, target, e));
                 }
-            };
+            }
         }
     }
 

@@ -412,13 +412,14 @@ fn readers_never_see_a_mix_while_commits_run() {
     assert_eq!(entries(dir.path()), ["slot"]);
 }
 
-/// Two writers on one target: the last commit wins, whole.
+/// Four writers on one target: none fails (a writer's fresh stage is never
+/// taken for a dead one's), and the last commit wins, whole.
 #[test]
 fn concurrent_writers_last_commit_wins_whole() {
     let dir = procs::tmpfs_dir();
     let path = dir.path().join("slot");
     thread::scope(|s| {
-        for w in 0..2u64 {
+        for w in 0..4u64 {
             let path = &path;
             s.spawn(move || {
                 for k in 0..100 {
@@ -428,7 +429,7 @@ fn concurrent_writers_last_commit_wins_whole() {
         }
     });
     let v = read_set(&path, 3).unwrap();
-    assert!(v == 99 || v == 1099, "last version {v}");
+    assert!(v % 1000 == 99, "last version {v}");
     DirReplace::sweep(&path).unwrap();
     assert_eq!(entries(dir.path()), ["slot"]);
 }
