@@ -540,3 +540,56 @@ fn an_old_set_with_a_subdirectory_is_refused_untouched() {
         "keep me"
     );
 }
+
+/// Undoes `chattr +i` in a whole tree even when the test fails, so the
+/// temp dir can go.
+struct Immutable<'a>(&'a Path);
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .args(["-R", "-f", "-i"])
+            .arg(self.0)
+            .status();
+    }
+}
+
+/// `keep` of a file that cannot be hard-linked (immutable: `linkat` gets
+/// `EPERM`) copies it, keeping its mode; the old set, which still holds the
+/// immutable file, cannot be removed and stays hidden until it can.
+#[test]
+fn keep_copies_when_a_link_is_refused() {
+    if !procs::is_root() {
+        return println!("skipped: chattr +i needs root");
+    }
+    let dir = procs::disk_dir();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 2);
+    fs::set_permissions(path.join("f1"), fs::Permissions::from_mode(0o604)).unwrap();
+    let f1 = path.join("f1");
+    let st = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&f1)
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        return println!("skipped: chattr +i is not supported here");
+    }
+    let guard = Immutable(dir.path());
+    let old_ino = fs::metadata(&f1).unwrap().ino();
+    let mut set = DirReplace::create(&path).unwrap();
+    set.write("f0", member(2, 0)).unwrap();
+    set.keep("f1").unwrap();
+    set.commit().unwrap();
+    let new = fs::metadata(path.join("f1")).unwrap();
+    assert_ne!(new.ino(), old_ino, "a copy, not a link");
+    assert_eq!(new.permissions().mode() & 0o7777, 0o604);
+    assert_eq!(fs::read(path.join("f1")).unwrap(), member(1, 1));
+    assert_eq!(fs::read(path.join("f0")).unwrap(), member(2, 0));
+    // The old set could not be emptied (its f1 is immutable): hidden, kept.
+    let left = entries(dir.path());
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0].ends_with(".stage"), "{left:?}");
+    drop(guard);
+    assert_eq!(DirReplace::sweep(&path).unwrap(), 1);
+    assert_eq!(entries(dir.path()), ["slot"]);
+}
