@@ -572,6 +572,18 @@ impl DirReplace {
         self.skip_flush = true;
     }
 
+    /// Test hook for the crash tools (`sim` feature): flush with an
+    /// `fsync` of every member and of the stage, as where `syncfs` is not
+    /// trusted, so that path runs on filesystems where it is. Only before
+    /// anything is staged (else nothing happens). Never use it otherwise.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn fsync_each_for_testing(&mut self) {
+        if self.staged.is_empty() {
+            self.syncfs = false;
+        }
+    }
+
     /// The names staged so far, in staging order.
     pub fn staged(&self) -> &[OsString] {
         &self.staged

@@ -21,8 +21,8 @@ fn plain(name: &str) -> Workload {
 }
 
 /// issue 16: a `DirReplace` set of four files in `s`, replaced three times
-/// (from an existing set, or from none).
-fn dir_set(name: &str, existing: bool, broken: bool) -> Workload {
+/// (from an existing set, or from none; `fsync_each`: the per-file flush).
+fn dir_set(name: &str, existing: bool, broken: bool, fsync_each: bool) -> Workload {
     const MEMBERS: [&str; 4] = ["s/f0", "s/f1", "s/f2", "s/f3"];
     let mut w = plain(name);
     if existing {
@@ -37,6 +37,7 @@ fn dir_set(name: &str, existing: bool, broken: bool) -> Workload {
             members: MEMBERS.to_vec(),
             version,
             broken,
+            fsync_each,
         })
         .collect();
     w.tracked = MEMBERS.to_vec();
@@ -49,7 +50,7 @@ fn dir_set(name: &str, existing: bool, broken: bool) -> Workload {
 /// exchanges before the set is flushed. Reported as a `NoFileSync`
 /// variant (the same mistake), so it must be caught.
 pub fn broken_sets() -> Vec<Workload> {
-    let mut w = dir_set("broken dir-set NoFlush", true, true);
+    let mut w = dir_set("broken dir-set NoFlush", true, true, false);
     w.broken = Some(Broken::NoFileSync);
     vec![w]
 }
@@ -206,8 +207,10 @@ pub fn real() -> Vec<Workload> {
     out.push(w);
 
     // issue 16
-    out.push(dir_set("dir-set-existing", true, false));
-    out.push(dir_set("dir-set-new", false, false));
+    out.push(dir_set("dir-set-existing", true, false, false));
+    out.push(dir_set("dir-set-new", false, false, false));
+    // The flush used where `syncfs` is not trusted (FUSE, NFS, overlayfs).
+    out.push(dir_set("dir-set-fsync-each", true, false, true));
 
     out
 }

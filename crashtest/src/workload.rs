@@ -89,12 +89,14 @@ pub enum Step {
     // issue 16
     /// `DirReplace` of directory `dir` with exactly `members` (paths under
     /// `dir`, each written at `version`), committed; with `broken`, the
-    /// deliberately broken commit that skips the flush.
+    /// deliberately broken commit that skips the flush; with `fsync_each`,
+    /// the flush that fsyncs every member instead of one `syncfs`.
     DirSet {
         dir: &'static str,
         members: Vec<&'static str>,
         version: u32,
         broken: bool,
+        fsync_each: bool,
     },
 }
 
@@ -320,11 +322,13 @@ fn describe(step: &Step) -> (String, Vec<&'static str>, Opts) {
             members,
             version,
             broken,
+            fsync_each,
         } => (
             format!(
-                "replace set {dir} ({} files) v{version}{}",
+                "replace set {dir} ({} files) v{version}{}{}",
                 members.len(),
-                if *broken { " (broken: no flush)" } else { "" }
+                if *broken { " (broken: no flush)" } else { "" },
+                if *fsync_each { " (fsync each)" } else { "" }
             ),
             members.clone(),
             Opts::default(),
@@ -385,10 +389,14 @@ fn run_step(step: &Step, root: &Path) -> Result<(), String> {
             members,
             version,
             broken,
+            fsync_each,
         } => (|| {
             let mut set = crashsafe::DirReplace::create(root.join(dir))?;
             if *broken {
                 set.broken_skip_flush();
+            }
+            if *fsync_each {
+                set.fsync_each_for_testing();
             }
             for path in members {
                 let name = Path::new(path).file_name().expect("a member has a name");
