@@ -188,10 +188,10 @@ fn split(path: &Path) -> Result<(PathBuf, OsString), Error> {
     if path.as_os_str().is_empty() {
         return Err(Error::invalid(path, InvalidReason::Empty));
     }
+    // A trailing slash is fine for a directory (`saves/slot1/`); `/`, `..`
+    // and `.` name no entry that could be exchanged.
     let name = match path.components().next_back() {
-        Some(Component::Normal(name)) if !path.as_os_str().as_encoded_bytes().ends_with(b"/") => {
-            name.to_os_string()
-        }
+        Some(Component::Normal(name)) => name.to_os_string(),
         _ => return Err(Error::invalid(path, InvalidReason::NoFileName)),
     };
     let parent = match path.parent() {

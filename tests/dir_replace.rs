@@ -209,10 +209,22 @@ fn non_utf8_member_names_work() {
     let reader = DirReplace::open_reader(&path).unwrap();
     assert_eq!(reader.names().unwrap(), [name]);
     assert_eq!(reader.read(name).unwrap(), b"bytes");
+    drop(reader); // else the old set it holds stays (hidden) after the commit
     let mut set = DirReplace::create(&path).unwrap();
     set.keep(name).unwrap();
     set.commit().unwrap();
     assert_eq!(fs::read(path.join(name)).unwrap(), b"bytes");
+    // A non-UTF-8 target name, given with a trailing slash.
+    let odd = dir.path().join(OsStr::from_bytes(b"sl\xffot"));
+    let mut slash = odd.clone().into_os_string();
+    slash.push("/");
+    for _ in 0..2 {
+        let mut set = DirReplace::create(&slash).unwrap();
+        set.write(name, "odd").unwrap();
+        set.commit().unwrap();
+    }
+    assert_eq!(fs::read(odd.join(name)).unwrap(), b"odd");
+    assert_eq!(entries(dir.path()).len(), 2, "no staging left");
 }
 
 #[test]
