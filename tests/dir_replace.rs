@@ -605,3 +605,95 @@ fn keep_copies_when_a_link_is_refused() {
     assert_eq!(DirReplace::sweep(&path).unwrap(), 1);
     assert_eq!(entries(dir.path()), ["slot"]);
 }
+
+/// One step of the model-based property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Write(usize, Vec<u8>),
+    Keep(usize),
+    Commit,
+    Drop,
+}
+
+const NAMES: [&[u8]; 4] = [b"world.dat", b"player", b"caf\xe9", b".hidden"];
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0..NAMES.len(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(n, b)| Op::Write(n, b)),
+        2 => (0..NAMES.len()).prop_map(Op::Keep),
+        2 => Just(Op::Commit),
+        1 => Just(Op::Drop),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any sequence of stage, keep, commit and drop leaves the directory
+    /// holding exactly the last committed set (names and bytes), errors
+    /// exactly where the model says (keeping a name the old set lacks,
+    /// staging a name twice), and no staging behind.
+    #[test]
+    fn the_directory_is_always_the_last_committed_set(ops in proptest::collection::vec(op(), 1..24)) {
+        use std::collections::BTreeMap;
+        let dir = procs::tmpfs_dir();
+        let path = dir.path().join("slot");
+        let mut committed: Option<BTreeMap<&[u8], Vec<u8>>> = None;
+        let mut staged: BTreeMap<&[u8], Vec<u8>> = BTreeMap::new();
+        let mut set: Option<DirReplace> = None;
+        for op in ops {
+            let s = set.get_or_insert_with(|| DirReplace::create(&path).unwrap());
+            match op {
+                Op::Write(n, bytes) => {
+                    let name = NAMES[n];
+                    let r = s.write(OsStr::from_bytes(name), &bytes);
+                    if staged.contains_key(name) {
+                        proptest::prop_assert_eq!(r.unwrap_err().kind(), ErrorKind::AlreadyExists);
+                    } else {
+                        r.unwrap();
+                        staged.insert(name, bytes);
+                    }
+                }
+                Op::Keep(n) => {
+                    let name = NAMES[n];
+                    let old = committed.as_ref().and_then(|c| c.get(name));
+                    let r = s.keep(OsStr::from_bytes(name));
+                    match (old, staged.contains_key(name)) {
+                        (Some(bytes), false) => {
+                            r.unwrap();
+                            staged.insert(name, bytes.clone());
+                        }
+                        (None, _) => proptest::prop_assert_eq!(r.unwrap_err().kind(), ErrorKind::NotFound),
+                        (Some(_), true) => proptest::prop_assert!(r.is_err()),
+                    }
+                }
+                Op::Commit => {
+                    set.take().unwrap().commit().unwrap();
+                    committed = Some(std::mem::take(&mut staged));
+                }
+                Op::Drop => {
+                    set = None;
+                    staged.clear();
+                }
+            }
+            // Whatever is staged, the directory shows the last commit.
+            match &committed {
+                None => proptest::prop_assert!(!path.exists()),
+                Some(c) => {
+                    let reader = DirReplace::open_reader(&path).unwrap();
+                    let names = reader.names().unwrap();
+                    let want: Vec<&[u8]> = c.keys().copied().collect();
+                    let got: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+                    proptest::prop_assert_eq!(got, want);
+                    for (name, bytes) in c {
+                        proptest::prop_assert_eq!(&reader.read(OsStr::from_bytes(name)).unwrap(), bytes);
+                    }
+                }
+            }
+        }
+        drop(set);
+        proptest::prop_assert_eq!(entries(dir.path()).len(), usize::from(committed.is_some()));
+    }
+}
