@@ -817,7 +817,8 @@ impl Drop for StagedFile<'_> {
 /// Every read through it sees the same version, whatever commits happen
 /// meanwhile; drop it and open a new one to see the latest set. A reader
 /// held for long keeps an old set on disk (hidden) until it is dropped and
-/// a later commit or sweep removes it.
+/// a later commit or sweep removes it. (So does a child process forked
+/// while the reader is open, until it calls `exec`: it shares the lock.)
 pub struct SetReader {
     dir: OwnedFd,
     path: PathBuf,
