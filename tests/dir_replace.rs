@@ -137,6 +137,12 @@ fn keep_of_a_missing_file_fails_and_changes_nothing() {
     let err = set.keep("nope").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert_eq!(err.step(), Some(Step::ReadTarget));
+    // A symlink someone put in the set is not carried over (nor followed).
+    std::os::unix::fs::symlink("/etc/passwd", path.join("link")).unwrap();
+    let err = set.keep("link").unwrap_err();
+    assert!(matches!(err, crashsafe::Error::InvalidTarget { .. }), "{err}");
+    assert!(set.staged().is_empty());
+    fs::remove_file(path.join("link")).unwrap();
     drop(set);
     assert_eq!(read_set(&path, 2), Ok(1));
     assert_eq!(entries(dir.path()), ["slot"]);
