@@ -140,7 +140,10 @@ fn keep_of_a_missing_file_fails_and_changes_nothing() {
     // A symlink someone put in the set is not carried over (nor followed).
     std::os::unix::fs::symlink("/etc/passwd", path.join("link")).unwrap();
     let err = set.keep("link").unwrap_err();
-    assert!(matches!(err, crashsafe::Error::InvalidTarget { .. }), "{err}");
+    assert!(
+        matches!(err, crashsafe::Error::InvalidTarget { .. }),
+        "{err}"
+    );
     assert!(set.staged().is_empty());
     fs::remove_file(path.join("link")).unwrap();
     drop(set);
@@ -709,4 +712,79 @@ proptest::proptest! {
         DirReplace::sweep(&path).unwrap();
         proptest::prop_assert_eq!(entries(dir.path()).len(), usize::from(committed.is_some()));
     }
+}
+
+/// Real faults at every call that allocates: tmpfs mounts with room for
+/// fewer and fewer inodes (the stage, then each member) and bytes (each
+/// member's pages). Each commit is all-or-nothing: `Ok` and the new set,
+/// or `Err` naming the step, the old set whole, and nothing left behind.
+#[test]
+fn running_out_of_inodes_or_space_at_each_step_keeps_the_old_set() {
+    if !procs::is_root() {
+        return println!("skipped: mounting a tmpfs needs root");
+    }
+    let (mut failed, mut committed) = (Vec::new(), 0);
+    // nr_inodes counts the root, the slot and its 3 files (5), then the
+    // stage and 3 new members: 5..=9 hits each of those creates.
+    let budgets = (5..=9)
+        .map(|n| format!("size=1m,nr_inodes={n}"))
+        .chain((4..=9).map(|pages| format!("size={}k", pages * 4)));
+    for options in budgets {
+        let mount = match procs::Mount::tmpfs(&options) {
+            Ok(m) => m,
+            Err(why) => return println!("skipped: {why}"),
+        };
+        let path = mount.path().join("slot");
+        let first = (|| {
+            let mut set = DirReplace::create(&path)?;
+            for i in 0..3 {
+                set.write(format!("f{i}"), vec![b'1'; 4096])?;
+            }
+            set.commit()
+        })();
+        if first.is_err() {
+            // Not even room for the first set: nothing to check here.
+            assert_eq!(entries(mount.path()), Vec::<String>::new(), "{options}");
+            continue;
+        }
+        let result = (|| {
+            let mut set = DirReplace::create(&path)?;
+            for i in 0..3 {
+                set.write(format!("f{i}"), vec![b'2'; 4096])?;
+            }
+            set.commit()
+        })();
+        let reader = DirReplace::open_reader(&path).unwrap();
+        let now: Vec<Vec<u8>> = (0..3)
+            .map(|i| reader.read(format!("f{i}")).unwrap())
+            .collect();
+        drop(reader);
+        match result {
+            Ok(()) => {
+                assert!(
+                    now.iter().all(|f| f == &vec![b'2'; 4096]),
+                    "{options}: Ok but not the new set"
+                );
+                committed += 1;
+            }
+            Err(e) => {
+                assert!(
+                    now.iter().all(|f| f == &vec![b'1'; 4096]),
+                    "{options}: {e}, and not the old set"
+                );
+                assert_eq!(
+                    e.raw_os_error(),
+                    Some(28),
+                    "{options}: ENOSPC expected: {e}"
+                );
+                failed.push(format!("{options}: {:?}", e.step()));
+            }
+        }
+        assert_eq!(entries(mount.path()), ["slot"], "{options}: left behind");
+    }
+    println!("committed {committed}; failed cleanly: {failed:#?}");
+    assert!(
+        failed.len() >= 3 && committed >= 1,
+        "the budgets missed the steps: {failed:?}"
+    );
 }
