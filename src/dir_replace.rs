@@ -289,6 +289,9 @@ pub struct DirReplace {
     /// A deliberately broken variant for the crash tools: no flush before
     /// the exchange (set only through `sim`-feature test hooks).
     skip_flush: bool,
+    /// A member whose write failed: the set may hold it short, so it
+    /// cannot be committed.
+    poisoned: Option<PathBuf>,
 }
 
 impl fmt::Debug for DirReplace {
@@ -372,6 +375,7 @@ impl DirReplace {
             files: Vec::new(),
             staged: Vec::new(),
             skip_flush: false,
+            poisoned: None,
         })
     }
 
@@ -480,10 +484,8 @@ impl DirReplace {
     ) -> Result<(), Error> {
         let mut f = self.create_file(name)?;
         let path = f.path.clone();
-        f.file
-            .as_mut()
-            .expect("open until dropped")
-            .write_all(contents.as_ref())
+        // Through the staged file, so a failure poisons the set.
+        f.write_all(contents.as_ref())
             .map_err(|e| Error::io(Step::Write, &path, e))
     }
 
@@ -501,6 +503,7 @@ impl DirReplace {
             file: Some(File::from(fd)),
             path,
             keep_fd: (!self.syncfs).then_some(&mut self.files),
+            poisoned: &mut self.poisoned,
         })
     }
 
@@ -596,6 +599,8 @@ impl DirReplace {
     /// parent is flushed and the old set removed.
     ///
     /// # Errors
+    /// [`Step::Write`] naming a member whose write failed earlier (even if
+    /// the caller went on): nothing is committed.
     /// [`Step::SetOwner`]/[`Step::SetMode`] (the directory's), [`Step::SyncTemp`]
     /// or [`Step::SyncFilesystem`] (the flush), [`Step::Rename`] (the
     /// exchange; `Unsupported` where the filesystem has no
@@ -606,6 +611,12 @@ impl DirReplace {
     /// staging name until the next `create` or `sweep`.
     pub fn commit(mut self) -> Result<(), Error> {
         let target = self.target.clone();
+        if let Some(member) = self.poisoned.take() {
+            let e = io::Error::other(
+                "a write to this member failed earlier; the set was not committed",
+            );
+            return Err(Error::io(Step::Write, &member, e));
+        }
         self.flush()?;
         self.switch()?;
         // From here the staging fd is the new set, under the target name:
@@ -762,11 +773,15 @@ impl Drop for DirReplace {
 }
 
 /// A file being staged by [`DirReplace::create_file`]: `Read + Write + Seek`.
+/// A failed write or seek marks the set: its
+/// [`commit`](DirReplace::commit) then fails, since the member may be short.
 pub struct StagedFile<'a> {
     file: Option<File>,
     path: PathBuf,
     /// Where `syncfs` is not trusted, the fd goes here on drop to be fsynced.
     keep_fd: Option<&'a mut Vec<OwnedFd>>,
+    /// Set to this member's path when a write or seek fails.
+    poisoned: &'a mut Option<PathBuf>,
 }
 
 impl fmt::Debug for StagedFile<'_> {
@@ -783,9 +798,19 @@ impl StagedFile<'_> {
     }
 }
 
+impl StagedFile<'_> {
+    fn poison<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        if r.is_err() {
+            *self.poisoned = Some(self.path.clone());
+        }
+        r
+    }
+}
+
 impl Write for StagedFile<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file().write(buf)
+        let r = self.file().write(buf);
+        self.poison(r)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -794,7 +819,8 @@ impl Write for StagedFile<'_> {
 
 impl Seek for StagedFile<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file().seek(pos)
+        let r = self.file().seek(pos);
+        self.poison(r)
     }
 }
 

@@ -356,6 +356,24 @@ fn full_disk_fails_cleanly_and_keeps_the_old_set() {
     drop(set);
     assert_eq!(read_set(&path, 3), Ok(1));
     assert_eq!(entries(mount.path()), ["slot"]);
+    // A caller that ignores the failed write cannot commit a short member.
+    for streaming in [false, true] {
+        let mut set = DirReplace::create(&path).unwrap();
+        for i in 0..3 {
+            set.write(format!("f{i}"), member(2, i)).unwrap();
+        }
+        if streaming {
+            let mut f = set.create_file("big").unwrap();
+            let _ = f.write_all(&vec![7u8; 1 << 20]); // ENOSPC, ignored
+        } else {
+            let _ = set.write("big", vec![7u8; 1 << 20]); // ignored
+        }
+        let err = set.commit().unwrap_err();
+        assert_eq!(err.step(), Some(Step::Write), "{err}");
+        assert!(err.target().ends_with("slot/big"), "{err}");
+        assert_eq!(read_set(&path, 3), Ok(1), "the old set stays");
+        assert_eq!(entries(mount.path()), ["slot"]);
+    }
 }
 
 #[test]
