@@ -673,6 +673,21 @@ impl DirReplace {
 
     fn switch(&mut self) -> Result<(), Error> {
         let target = self.target.clone();
+        // Something else put at the name since `create` (a file, a
+        // symlink) would be exchanged just as well: refuse instead.
+        match rustix::fs::statat(
+            &self.parent,
+            self.name.as_os_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    != rustix::fs::FileType::Directory =>
+            {
+                return Err(Error::invalid(&target, InvalidReason::NotRegularFile));
+            }
+            _ => {}
+        }
         for _ in 0..64 {
             let exchange = rustix::fs::renameat_with(
                 &self.parent,

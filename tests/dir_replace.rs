@@ -817,3 +817,21 @@ fn running_out_of_inodes_or_space_at_each_step_keeps_the_old_set() {
         "the budgets missed the steps: {failed:?}"
     );
 }
+
+#[test]
+fn a_target_turned_into_a_file_before_the_commit_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slot");
+    write_set(&path, 1, 2);
+    let mut set = DirReplace::create(&path).unwrap();
+    set.write("f0", member(2, 0)).unwrap();
+    fs::remove_dir_all(&path).unwrap();
+    fs::write(&path, "someone else's file").unwrap();
+    let err = set.commit().unwrap_err();
+    assert!(
+        matches!(err, crashsafe::Error::InvalidTarget { .. }),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), "someone else's file");
+    assert_eq!(entries(dir.path()), ["slot"], "staging removed");
+}
