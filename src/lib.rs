@@ -64,6 +64,15 @@
 //! 8. fsync(parent)                 the switch itself on disk
 //! ```
 //!
+//! # A set of files as one unit
+//!
+//! [`DirReplace`] (Linux) replaces a directory's whole set of files: it is
+//! staged in a hidden sibling `.name.RANDOM.stage`, flushed, and swapped in
+//! with one `renameat2(RENAME_EXCHANGE)`. After a crash the directory holds
+//! the complete old set or the complete new one; a [`SetReader`] reads one
+//! version, never a mix; the directory keeps its mode and owner. Files
+//! carried over with [`DirReplace::keep`] are hard links (see there).
+//!
 //! # Security
 //!
 //! The library follows symlinks and replaces files in user space, where the
@@ -172,6 +181,9 @@
 //!   leaves behind (nothing half-done). Without it, tokio is not a dependency.
 
 mod batch;
+// issue 16: replacing a directory's whole set of files (Linux: RENAME_EXCHANGE).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod dir_replace;
 mod dirs;
 mod error;
 mod file;
@@ -194,6 +206,8 @@ pub mod tokio;
 use std::path::Path;
 
 pub use batch::Batch;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use dir_replace::{DirReplace, SetReader, StagedFile};
 pub use error::{Error, InvalidReason, Step};
 pub use file::AtomicFile;
 pub use options::{Durability, HardLinks, Options};

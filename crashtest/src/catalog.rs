@@ -16,7 +16,43 @@ fn plain(name: &str) -> Workload {
         tracked: vec!["d/file"],
         sim_check: true,
         broken: None,
+        sets: Vec::new(),
     }
+}
+
+/// issue 16: a `DirReplace` set of four files in `s`, replaced three times
+/// (from an existing set, or from none; `fsync_each`: the per-file flush).
+fn dir_set(name: &str, existing: bool, broken: bool, fsync_each: bool) -> Workload {
+    const MEMBERS: [&str; 4] = ["s/f0", "s/f1", "s/f2", "s/f3"];
+    let mut w = plain(name);
+    if existing {
+        w.dirs = vec!["s"];
+        w.files = MEMBERS.iter().map(|m| (*m, 0, 0o640)).collect();
+    } else {
+        w.dirs = Vec::new();
+    }
+    w.steps = (1..=3)
+        .map(|version| Step::DirSet {
+            dir: "s",
+            members: MEMBERS.to_vec(),
+            version,
+            broken,
+            fsync_each,
+        })
+        .collect();
+    w.tracked = MEMBERS.to_vec();
+    w.sets = vec![MEMBERS.to_vec()];
+    w.sim_check = false;
+    w
+}
+
+/// issue 16: the `DirReplace` workloads of the broken kind: the commit
+/// exchanges before the set is flushed. Reported as a `NoFileSync`
+/// variant (the same mistake), so it must be caught.
+pub fn broken_sets() -> Vec<Workload> {
+    let mut w = dir_set("broken dir-set NoFlush", true, true, false);
+    w.broken = Some(Broken::NoFileSync);
+    vec![w]
 }
 
 fn write(path: &'static str, version: u32, opts: Opts) -> Step {
@@ -169,6 +205,12 @@ pub fn real() -> Vec<Workload> {
     w.tracked = vec!["d/file", "d/notes"];
     w.sim_check = false;
     out.push(w);
+
+    // issue 16
+    out.push(dir_set("dir-set-existing", true, false, false));
+    out.push(dir_set("dir-set-new", false, false, false));
+    // The flush used where `syncfs` is not trusted (FUSE, NFS, overlayfs).
+    out.push(dir_set("dir-set-fsync-each", true, false, true));
 
     out
 }

@@ -187,6 +187,50 @@ pub fn check(
     Ok(out)
 }
 
+// issue 16: all-or-nothing over a set of files.
+
+/// Checks that the members of each set come from one operation: all of
+/// the version before the workload (or all absent), or all of the version
+/// one operation wrote. Per-file rules (allowed, not older than the last
+/// acknowledged) are [`check`]'s.
+pub fn check_sets(
+    root: &Path,
+    sets: &[Vec<&'static str>],
+    h: &History,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for set in sets {
+        // Per member: a description, and which operation's version it is
+        // (None: absent; Some(None): before the workload; an unknown
+        // content counts as its own kind, reported by `check`).
+        let mut seen: Vec<(&str, String, Option<Option<usize>>)> = Vec::new();
+        for path in set {
+            let actual =
+                read_version(&root.join(path), None).map_err(|e| format!("reading {path}: {e}"))?;
+            let (what, from) = match actual {
+                None => ("absent".to_string(), None),
+                Some(a) => {
+                    let versions = h.of(path);
+                    let op = versions
+                        .iter()
+                        .find(|v| v.content == a.content)
+                        .map(|v| v.op);
+                    (
+                        describe(&a.content, versions),
+                        Some(op.unwrap_or(Some(usize::MAX))),
+                    )
+                }
+            };
+            seen.push((path, what, from));
+        }
+        if seen.windows(2).any(|w| w[0].2 != w[1].2) {
+            let parts: Vec<String> = seen.iter().map(|(p, w, _)| format!("{p}: {w}")).collect();
+            out.push(format!("the set is a mix: {}", parts.join(", ")));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +338,36 @@ mod tests {
         assert!(v[0].contains("matching no version"), "{v:?}");
         let v = with_file(Some(1), 0o644, &h, &m);
         assert!(v[0].contains("mode 644"), "{v:?}");
+    }
+
+    #[test]
+    fn a_set_from_two_operations_is_a_mix() {
+        let dir = std::env::temp_dir().join(format!("crashtest-sets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let h = History {
+            ops: Vec::new(),
+            versions: vec![
+                ("a", vec![v(None, 0), v(Some(0), 1)]),
+                ("b", vec![v(None, 0), v(Some(0), 1)]),
+            ],
+        };
+        let sets = vec![vec!["a", "b"]];
+        let run = |a: Option<u8>, b: Option<u8>| {
+            for (name, byte) in [("a", a), ("b", b)] {
+                let _ = std::fs::remove_file(dir.join(name));
+                if let Some(x) = byte {
+                    std::fs::write(dir.join(name), vec![x; 10]).unwrap();
+                }
+            }
+            check_sets(&dir, &sets, &h).unwrap()
+        };
+        assert!(run(Some(0), Some(0)).is_empty());
+        assert!(run(Some(1), Some(1)).is_empty());
+        assert!(run(None, None).is_empty());
+        let mix = run(Some(1), Some(0));
+        assert!(mix[0].contains("a mix"), "{mix:?}");
+        assert_eq!(run(Some(1), None).len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -82,6 +82,7 @@ impl Job<'_> {
                         &self.rec.history,
                         &marks,
                     )?;
+                    problems.extend(check::check_sets(&mnt, &self.w.sets, &self.rec.history)?);
                     if self.w.sim_check {
                         seen = Some(simcheck::abstract_state(&mnt, self.w)?);
                     }

@@ -66,6 +66,10 @@ pub fn run_all(plan: &Plan, work: &Path) -> Result<bool, String> {
             };
             jobs.push((catalog::broken(v), runs, plan.broken_states));
         }
+        // issue 16: DirReplace without its flush.
+        for w in catalog::broken_sets() {
+            jobs.push((w, plan.broken_runs, plan.broken_states));
+        }
     }
     if let Some(f) = &plan.filter {
         jobs.retain(|(w, _, _)| w.name.contains(f.as_str()));

@@ -86,6 +86,18 @@ pub enum Step {
     },
     /// `sweep(dir)`.
     Sweep { dir: &'static str },
+    // issue 16
+    /// `DirReplace` of directory `dir` with exactly `members` (paths under
+    /// `dir`, each written at `version`), committed; with `broken`, the
+    /// deliberately broken commit that skips the flush; with `fsync_each`,
+    /// the flush that fsyncs every member instead of one `syncfs`.
+    DirSet {
+        dir: &'static str,
+        members: Vec<&'static str>,
+        version: u32,
+        broken: bool,
+        fsync_each: bool,
+    },
 }
 
 /// A workload: the files before it, and its operations.
@@ -110,6 +122,9 @@ pub struct Workload {
     pub sim_check: bool,
     /// The broken variant this workload exercises, if any.
     pub broken: Option<Broken>,
+    /// issue 16: groups of tracked files that must always be from the same
+    /// operation (a `DirReplace` set): all old or all new, never a mix.
+    pub sets: Vec<Vec<&'static str>>,
 }
 
 /// Content of `path` at `version`: tagged lines, 6000 bytes (two blocks
@@ -302,6 +317,22 @@ fn describe(step: &Step) -> (String, Vec<&'static str>, Opts) {
             *opts,
         ),
         Step::Sweep { dir } => (format!("sweep {dir}"), Vec::new(), Opts::default()),
+        Step::DirSet {
+            dir,
+            members,
+            version,
+            broken,
+            fsync_each,
+        } => (
+            format!(
+                "replace set {dir} ({} files) v{version}{}{}",
+                members.len(),
+                if *broken { " (broken: no flush)" } else { "" },
+                if *fsync_each { " (fsync each)" } else { "" }
+            ),
+            members.clone(),
+            Opts::default(),
+        ),
     }
 }
 
@@ -353,6 +384,26 @@ fn run_step(step: &Step, root: &Path) -> Result<(), String> {
             batch.commit()
         }
         Step::Sweep { dir } => crashsafe::sweep(root.join(dir)).map(|_| ()),
+        Step::DirSet {
+            dir,
+            members,
+            version,
+            broken,
+            fsync_each,
+        } => (|| {
+            let mut set = crashsafe::DirReplace::create(root.join(dir))?;
+            if *broken {
+                set.broken_skip_flush();
+            }
+            if *fsync_each {
+                set.fsync_each_for_testing();
+            }
+            for path in members {
+                let name = Path::new(path).file_name().expect("a member has a name");
+                set.write(name, content(path, *version))?;
+            }
+            set.commit()
+        })(),
     };
     done.map_err(|e| e.to_string())
 }
