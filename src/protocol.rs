@@ -787,16 +787,7 @@ impl<S: Sys> Replace<S> {
 
     /// Removes the temp without touching the target.
     pub(crate) fn discard(mut self) -> Result<(), Error> {
-        if let Some(file) = self.file.take() {
-            self.sys.close(file);
-        }
-        if !self.named {
-            return Ok(());
-        }
-        self.named = false;
-        self.sys.unlink_at(&self.dir, &self.temp).map_err(|e| {
-            Error::io(Step::RemoveTemp, &self.target, e).with_temp_left(self.temp_path())
-        })
+        self.discard_in_place()
     }
 
     /// Step 5: owner first (the kernel clears setuid/setgid and file

@@ -359,6 +359,18 @@ impl State {
         })
     }
 
+    /// The owner of a new inode in `parent`: the caller, with the
+    /// directory's group where it is setgid.
+    fn new_owner(&self, parent: Ino) -> Result<(u32, u32), Errno> {
+        let parent_inode = self.volatile.get(parent).ok_or(errno::NOENT)?;
+        let gid = if parent_inode.mode & 0o2000 != 0 {
+            parent_inode.gid
+        } else {
+            self.config.cred.gid
+        };
+        Ok((self.config.cred.uid, gid))
+    }
+
     // issue 12: create_dir_all
     fn mkdir_at(&mut self, call: usize, dir: Ino, name: &OsStr, mode: u32) -> Result<(), Errno> {
         let (parent, last) = self.parent_of(dir, name)?;
@@ -366,15 +378,9 @@ impl State {
             return Err(errno::EXIST);
         }
         self.may_change(parent)?;
-        let parent_inode = self.volatile.get(parent).ok_or(errno::NOENT)?;
-        let gid = if parent_inode.mode & 0o2000 != 0 {
-            parent_inode.gid
-        } else {
-            self.config.cred.gid
-        };
+        let (uid, gid) = self.new_owner(parent)?;
         let ino = self.volatile.alloc_ino();
         let mode = mode & !self.config.umask & 0o7777;
-        let uid = self.config.cred.uid;
         self.emit(
             call,
             Op::Init {
@@ -614,15 +620,9 @@ impl State {
             return Err(errno::NOTSUP);
         }
         self.may_change(dir)?;
-        let parent_inode = self.volatile.get(dir).ok_or(errno::NOENT)?;
-        let gid = if parent_inode.mode & 0o2000 != 0 {
-            parent_inode.gid
-        } else {
-            self.config.cred.gid
-        };
+        let (uid, gid) = self.new_owner(dir)?;
         let ino = self.volatile.alloc_ino();
         let mode = mode & !self.config.umask & 0o7777;
-        let uid = self.config.cred.uid;
         self.emit(
             call,
             Op::Init {

@@ -227,21 +227,7 @@ impl SimFs {
     /// `ENOENT`/`ENOTDIR` if `path` is not a directory.
     pub fn mount(&self, path: impl AsRef<Path>, fs_type: u64) -> io::Result<u64> {
         let mut st = self.lock();
-        let ino = st
-            .volatile
-            .walk(
-                ROOT,
-                path.as_ref().as_os_str().as_encoded_bytes(),
-                true,
-                SETUP,
-            )
-            .map_err(errno::error)?;
-        if !matches!(
-            st.volatile.get(ino).map(|i| &i.node),
-            Some(Node::Dir { .. })
-        ) {
-            return Err(errno::error(errno::NOTDIR));
-        }
+        let ino = dir_at(&st.volatile, ROOT, path.as_ref())?;
         let dev = st.mounts.len() as u64 + 1;
         st.mounts.insert(ino, (dev, fs_type));
         Ok(dev)
@@ -263,22 +249,7 @@ impl SimFs {
     /// `ENOENT`/`ENOTDIR` if `path` is not a directory.
     pub fn chdir(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let mut st = self.lock();
-        let cwd = st.cwd;
-        let ino = st
-            .volatile
-            .walk(
-                cwd,
-                path.as_ref().as_os_str().as_encoded_bytes(),
-                true,
-                SETUP,
-            )
-            .map_err(errno::error)?;
-        if !matches!(
-            st.volatile.get(ino).map(|i| &i.node),
-            Some(Node::Dir { .. })
-        ) {
-            return Err(errno::error(errno::NOTDIR));
-        }
+        let ino = dir_at(&st.volatile, st.cwd, path.as_ref())?;
         st.cwd = ino;
         Ok(())
     }
@@ -842,4 +813,16 @@ pub(crate) fn images_to_sims(st: &State, effects: usize, images: Vec<Fs>) -> Vec
             SimFs::from_state(State::new(seed, fs, st.config))
         })
         .collect()
+}
+
+/// The directory `path` names, walked from `start` (symlinks followed):
+/// `ENOENT`/`ENOTDIR` if it is not one.
+fn dir_at(fs: &Fs, start: Ino, path: &Path) -> io::Result<Ino> {
+    let ino = fs
+        .walk(start, path.as_os_str().as_encoded_bytes(), true, SETUP)
+        .map_err(errno::error)?;
+    match fs.get(ino).map(|i| &i.node) {
+        Some(Node::Dir { .. }) => Ok(ino),
+        _ => Err(errno::error(errno::NOTDIR)),
+    }
 }
