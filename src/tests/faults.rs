@@ -214,6 +214,13 @@ fn step_of(trace: &[TraceEntry], nth: usize) -> Step {
     let temp = args.contains(".tmp") || args.contains("(unnamed)");
     let reading = before.iter().any(|t| t.call == Call::LockDir)
         && !before.iter().any(|t| t.call == Call::ReadAt);
+    // The directory fsync right after the backup's rename is part of the
+    // backup.
+    let after_backup =
+        nth > 0 && trace[nth - 1].call == Call::RenameAt && trace[nth - 1].args.contains("a~");
+    if call == Call::SyncDir && after_backup {
+        return Step::Backup;
+    }
     match call {
         Call::LinkAt | Call::RenameAt if args.contains("a~") => Step::Backup,
         Call::OpenDir | Call::OpenDirAt => Step::OpenParent,
@@ -266,6 +273,14 @@ fn narrow(version: &mut Version) {
     if let Version::File { mode, .. } = version {
         *mode &= !0o070;
     }
+}
+
+/// Whether call `nth` is the `fstat` right after the lock of its own temp
+/// (which only looks for a `sweep` that removed it: a failure is ignored).
+fn after_own_lock(trace: &[TraceEntry], nth: usize) -> bool {
+    nth > 0
+        && trace[nth - 1].call == Call::Lock
+        && trace[nth - 1].args.split(", ").next() == Some(trace[nth].args.as_str())
 }
 
 /// A failure that is retried (`EINTR` on a write, a read or a lock).
@@ -321,9 +336,7 @@ fn run_one(
     );
     // The temp's `fstat` right after its lock only looks for a `sweep`
     // that removed it; a failure there tells nothing and is ignored.
-    let after_lock = nth > 0
-        && trace[nth - 1].call == Call::Lock
-        && trace[nth - 1].args.split(", ").next() == Some(trace[nth].args.as_str());
+    let after_lock = after_own_lock(&trace, nth);
     let unreadable = unreadable_dir(call, errno);
     // An old file we may not open may hide an ACL: replaced, no group bits.
     let narrowed = narrowed_by(&trace, nth, errno);
@@ -388,15 +401,7 @@ fn run_one(
                 "{what}: the error ({e}) says target_replaced() = {}, but the file is {volatile}",
                 e.target_replaced()
             );
-            // The directory fsync right after the backup's rename is
-            // part of the backup.
-            let after_backup = nth > 0
-                && trace[nth - 1].call == Call::RenameAt
-                && trace[nth - 1].args.contains("a~");
-            let step = match call {
-                Call::SyncDir if after_backup => Step::Backup,
-                _ => step_of(&trace, nth),
-            };
+            let step = step_of(&trace, nth);
             ensure!(e.step() == Some(step), "{what}: {e}");
             ensure!(e.raw_os_error() == Some(errno), "{what}: {e}");
             let replaced = matches!(step, Step::SyncParent | Step::RemoveTempLink);
@@ -748,9 +753,7 @@ fn run_batch_one(
         "{what}: the fault did not fire: {:#?}",
         sim.trace_lines()
     );
-    let after_lock = nth > 0
-        && trace[nth - 1].call == Call::Lock
-        && trace[nth - 1].args.split(", ").next() == Some(trace[nth].args.as_str());
+    let after_lock = after_own_lock(&trace, nth);
     let unreadable = unreadable_dir(call, errno);
     let narrowed = narrowed_by(&trace, nth, errno);
     let owner_lost = call == Call::SetOwner && errno == errnos::EACCES;
@@ -835,15 +838,7 @@ fn run_batch_one(
             let step = if refused && unreadable {
                 Step::OpenParent
             } else {
-                // The directory fsync right after the backup's rename is
-                // part of the backup.
-                let after_backup = nth > 0
-                    && trace[nth - 1].call == Call::RenameAt
-                    && trace[nth - 1].args.contains("a~");
-                let step = match call {
-                    Call::SyncDir if after_backup => Step::Backup,
-                    _ => step_of(&trace, nth),
-                };
+                let step = step_of(&trace, nth);
                 ensure!(e.step() == Some(step), "{what}: {e}");
                 ensure!(e.raw_os_error() == Some(errno), "{what}: {e}");
                 step
